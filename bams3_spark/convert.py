@@ -1,0 +1,486 @@
+"""``bams3 convert``: BAM -> BAMS3 dataset on one machine, in parallel.
+
+Plan (FORMAT.md, "Writing a dataset"):
+
+1. Read the header and, when the BAM is indexed, the index statistics.
+2. Indexed input: cut every reference into windows and convert groups of
+   windows in worker processes, each reading only its part of the BAM through
+   the index. Unindexed but sorted input: one sequential scan cuts windows and
+   hands them to worker processes for encoding and upload.
+3. Each worker writes its chunk objects and returns their index entries.
+4. The driver writes one index object per reference, the header, and last the
+   manifest, which commits the dataset. Until then readers see "incomplete".
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as _dt
+import multiprocessing
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bams3_spark import __version__
+from bams3_spark.bam import BamInfo, inspect_bam, lines_table, local_bam, open_bam, stream_windows, window_table
+from bams3_spark.exceptions import (
+    DatasetExistsError,
+    InputFormatError,
+    InvalidArgumentError,
+    UnsortedInputError,
+)
+from bams3_spark.format.chunk import encode_chunk, sha256_hex
+from bams3_spark.format.manifest import (
+    DEFAULT_CHUNK_SIZE,
+    DATA_DIR,
+    DEFAULT_MAX_CHUNK_RECORDS,
+    HEADER_NAME,
+    INDEX_DIR,
+    MANIFEST_NAME,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    UNPLACED_KEY,
+    UNPLACED_NAME,
+    ChunkInfo,
+    Manifest,
+    ObjectRef,
+    RefEntry,
+    RefIndex,
+    chunk_path,
+    index_path,
+    reference_key,
+)
+from bams3_spark.io import Storage
+
+#: Aim for this many tasks per worker so that uneven windows still balance.
+TASKS_PER_WORKER = 4
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a window size such as ``1M``, ``256K`` or ``2097152`` into base pairs.
+
+    Raises:
+        InvalidArgumentError: If it is not a size within 256K..4M.
+    """
+    if isinstance(text, int):
+        value = text
+    else:
+        raw = text.strip().upper().removesuffix("B").removesuffix("BP")
+        mult = 1
+        if raw[-1:] in ("K", "M"):
+            mult = 1 << (10 if raw[-1] == "K" else 20)
+            raw = raw[:-1]
+        try:
+            value = int(float(raw) * mult)
+        except ValueError:
+            raise InvalidArgumentError(f"--chunk-size {text!r}: not a size (e.g. 1M, 256K)") from None
+    if not MIN_CHUNK_SIZE <= value <= MAX_CHUNK_SIZE:
+        raise InvalidArgumentError(
+            f"--chunk-size {text!r}: must be between 256K and 4M (bp), got {value}"
+        )
+    return value
+
+
+def resolve_workers(workers: int | str | None) -> int:
+    """Return a worker count from an int, ``auto`` (= cores) or None (= 1)."""
+    if workers in (None, "auto"):
+        return os.cpu_count() or 1 if workers == "auto" else 1
+    try:
+        n = int(workers)  # type: ignore[arg-type]
+    except ValueError:
+        raise InvalidArgumentError(f"--workers {workers!r}: expected a number or 'auto'") from None
+    if n < 1:
+        raise InvalidArgumentError(f"--workers {workers!r}: must be at least 1")
+    return n
+
+
+@dataclass(frozen=True)
+class WindowTask:
+    """Windows [first, last) of one reference (0-based starts, step chunk_size)."""
+
+    tid: int
+    rname: str
+    key: str
+    starts: tuple[int, ...]
+    chunk_size: int
+    length: int
+
+
+@dataclass
+class ConvertResult:
+    """What a conversion produced."""
+
+    url: str
+    manifest: Manifest
+    seconds: float
+
+
+def write_window(
+    storage: Storage,
+    table: pa.Table,
+    rname: str,
+    key: str,
+    window: tuple[int, int],
+    max_records: int,
+    first_part: int = 0,
+) -> list[ChunkInfo]:
+    """Encode one window's records into one or more chunk objects and write them."""
+    infos = []
+    for part, offset in enumerate(range(0, table.num_rows, max_records), start=first_part):
+        piece = table.slice(offset, max_records)
+        data = encode_chunk(piece, rname, window, part)
+        rel = chunk_path(key, window[0], window[1], part)
+        storage.write_bytes(rel, data)
+        pos, end = piece.column("pos"), piece.column("end")
+        infos.append(
+            ChunkInfo(
+                path=rel,
+                window_start=window[0],
+                window_end=window[1],
+                part=part,
+                min_start=int(pc.min(pos).as_py()),
+                max_start=int(pc.max(pos).as_py()),
+                max_end=int(pc.max(end).as_py()),
+                records=piece.num_rows,
+                bytes=len(data),
+                sha256=sha256_hex(data),
+            )
+        )
+    return infos
+
+
+def _run_window_task(
+    bam_path: str, storage: Storage, task: WindowTask, max_records: int
+) -> tuple[str, list[ChunkInfo]]:
+    infos: list[ChunkInfo] = []
+    with open_bam(bam_path) as bam:
+        try:
+            for start in task.starts:
+                if task.rname == UNPLACED_NAME:
+                    window = (0, 1)
+                    table = window_table(bam, UNPLACED_NAME, 0, 0)
+                else:
+                    window = (start, min(start + task.chunk_size, task.length))
+                    table = window_table(bam, task.rname, window[0], window[1])
+                if table.num_rows:
+                    infos.extend(
+                        write_window(storage, table, task.rname, task.key, window, max_records)
+                    )
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError | PermissionError) or "://" in str(exc):
+                raise
+            raise InputFormatError(f"{bam_path}: {str(exc).splitlines()[0]}") from None
+    return task.key, infos
+
+
+def plan_tasks(info: BamInfo, chunk_size: int, workers: int) -> list[WindowTask]:
+    """Cut references into windows and group them into balanced tasks.
+
+    References without reads (per the index statistics) get no task.
+    """
+    windows: list[tuple[int, str, str, int, int, float]] = []
+    for tid, (name, length) in enumerate(info.references):
+        reads = info.mapped_per_ref[tid] if info.mapped_per_ref else 1
+        if not reads:
+            continue
+        n_windows = max(1, -(-length // chunk_size))
+        per_window = reads / n_windows
+        for w in range(n_windows):
+            windows.append((tid, name, reference_key(tid, name), length, w * chunk_size, per_window))
+    total = sum(w[5] for w in windows) or 1.0
+    target = total / max(1, workers * TASKS_PER_WORKER)
+    tasks: list[WindowTask] = []
+    group: list[int] = []
+    load = 0.0
+    for i, (tid, name, key, length, start, weight) in enumerate(windows):
+        group.append(start)
+        load += weight
+        nxt = windows[i + 1] if i + 1 < len(windows) else None
+        if nxt is None or nxt[0] != tid or load >= target:
+            tasks.append(WindowTask(tid, name, key, tuple(group), chunk_size, length))
+            group, load = [], 0.0
+    if info.unplaced is None or info.unplaced > 0:
+        tasks.append(WindowTask(-1, UNPLACED_NAME, UNPLACED_KEY, (0,), chunk_size, 0))
+    return tasks
+
+
+#: What a conversion writes: an output holding only these (and no manifest)
+#: is the remains of a failed or killed conversion.
+DATASET_ENTRIES = frozenset({DATA_DIR, INDEX_DIR, HEADER_NAME})
+
+
+def prepare_output(storage: Storage, overwrite: bool) -> None:
+    """Make the output prefix ready for a new dataset.
+
+    An existing dataset (manifest present) or foreign files are refused unless
+    ``overwrite``. The remains of a failed conversion (chunks but no manifest)
+    are replaced, so a rerun of a killed conversion just works. When
+    overwriting, the old manifest goes first, so a failure while clearing or
+    converting leaves an incomplete dataset, never a mix that looks complete.
+
+    Raises:
+        DatasetExistsError: If the output is taken and ``overwrite`` is false.
+        OSError: If the prefix cannot be written (missing bucket, permissions).
+    """
+    entries = set(storage.listdir(""))
+    if entries:
+        complete = MANIFEST_NAME in entries
+        leftovers = entries <= DATASET_ENTRIES
+        if not overwrite and (complete or not leftovers):
+            what = "a dataset" if complete else "other files"
+            raise DatasetExistsError(
+                f"{storage.url}: output already holds {what}; use --overwrite to replace it"
+            )
+        storage.delete(MANIFEST_NAME)
+        storage.delete_tree("")
+    storage.check_writable()
+
+
+def commit_dataset(
+    storage: Storage,
+    info: BamInfo,
+    chunks_by_key: dict[str, list[ChunkInfo]],
+    chunk_size: int,
+    max_records: int,
+    source: str,
+) -> Manifest:
+    """Write the per-reference indexes, the header and, last, the manifest."""
+    header_bytes = info.header_text.encode()
+    storage.write_bytes(HEADER_NAME, header_bytes)
+    header = ObjectRef(HEADER_NAME, len(header_bytes), sha256_hex(header_bytes))
+    entries = []
+    named = [(reference_key(t, n), n, ln) for t, (n, ln) in enumerate(info.references)]
+    named.append((UNPLACED_KEY, UNPLACED_NAME, 0))
+    for key, name, length in named:
+        chunks = sorted(chunks_by_key.get(key, []), key=lambda c: (c.window_start, c.part))
+        index_ref = None
+        if chunks:
+            raw = RefIndex(name, key, tuple(chunks)).dumps()
+            storage.write_bytes(index_path(key), raw)
+            index_ref = ObjectRef(index_path(key), len(raw), sha256_hex(raw))
+        elif key == UNPLACED_KEY:
+            continue
+        entries.append(
+            RefEntry(
+                name=name,
+                key=key,
+                length=length,
+                records=sum(c.records for c in chunks),
+                chunks=len(chunks),
+                bytes=sum(c.bytes for c in chunks),
+                index=index_ref,
+            )
+        )
+    manifest = Manifest(
+        references=tuple(entries),
+        header=header,
+        chunk_size=chunk_size,
+        max_chunk_records=max_records,
+        sample=sample_name(info.header_text),
+        source=os.path.basename(source.rstrip("/")),
+        created_by=f"bams3-spark {__version__}",
+        created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    storage.write_bytes(MANIFEST_NAME, manifest.dumps())
+    return manifest
+
+
+def sample_name(header_text: str) -> str | None:
+    """Return the SM of the header's read groups when they agree, else None."""
+    samples = set()
+    for line in header_text.splitlines():
+        if line.startswith("@RG"):
+            for field in line.split("\t")[1:]:
+                if field.startswith("SM:"):
+                    samples.add(field[3:])
+    return samples.pop() if len(samples) == 1 else None
+
+
+class Progress:
+    """A one-line progress display on stderr (only when it is a terminal)."""
+
+    def __init__(self, enabled: bool, total_reads: int | None) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.total = total_reads
+        self.reads = self.chunks = self.bytes = 0
+        self.t0 = time.monotonic()
+
+    def update(self, infos: Iterable[ChunkInfo]) -> None:
+        for c in infos:
+            self.reads += c.records
+            self.chunks += 1
+            self.bytes += c.bytes
+        if self.enabled:
+            dt = max(time.monotonic() - self.t0, 1e-6)
+            pct = f" {100 * self.reads / self.total:5.1f}%" if self.total else ""
+            sys.stderr.write(
+                f"\r{pct} {self.reads:,} reads, {self.chunks:,} chunks, "
+                f"{self.bytes / dt / 1e6:.1f} MB/s written"
+            )
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _pool(workers: int) -> cf.Executor:
+    # 'spawn' avoids forking a process that may hold threads (s3fs, Spark).
+    return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def convert(
+    input_url: str,
+    output_url: str,
+    chunk_size: int | str = DEFAULT_CHUNK_SIZE,
+    workers: int | str | None = 1,
+    overwrite: bool = False,
+    max_chunk_records: int = DEFAULT_MAX_CHUNK_RECORDS,
+    allow_empty: bool = False,
+    progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> ConvertResult:
+    """Convert a coordinate-sorted BAM into a BAMS3 dataset.
+
+    Args:
+        input_url: BAM path or URL (its ``.bai``/``.csi`` beside it is used).
+        output_url: Dataset prefix (directory or ``s3://bucket/prefix``).
+        chunk_size: Window size in bp (``256K``..``4M``), default 1 Mbp.
+        workers: Worker processes (``auto`` = number of cores).
+        overwrite: Replace an existing dataset at ``output_url``.
+        max_chunk_records: Split windows holding more records than this.
+        allow_empty: Accept an input without records (refused by default).
+        progress: Show a progress line on stderr when it is a terminal.
+        storage_options: fsspec options for both input and output.
+
+    Returns:
+        The committed manifest and the wall time.
+
+    Raises:
+        Bams3Error: For bad input or arguments (one-line message).
+        OSError: For storage failures.
+    """
+    t0 = time.monotonic()
+    size = parse_size(chunk_size)
+    n_workers = resolve_workers(workers)
+    if max_chunk_records < 1:
+        raise InvalidArgumentError("max_chunk_records must be at least 1")
+    opts = storage_options or {}
+    storage = Storage(output_url, **opts)
+    with local_bam(input_url, **opts) as bam_path:
+        info = inspect_bam(bam_path)
+        if info.sort_order and info.sort_order not in ("coordinate", "unknown") and not info.has_index:
+            raise UnsortedInputError(
+                f"{input_url}: header says SO:{info.sort_order}; run 'samtools sort' first"
+            )
+        if info.has_index and info.mapped_per_ref is not None and not allow_empty:
+            if sum(info.mapped_per_ref) + (info.unplaced or 0) == 0:
+                raise InputFormatError(f"{input_url}: no records (header only)")
+        prepare_output(storage, overwrite)
+        bar = Progress(progress, sum(info.mapped_per_ref or ()) + (info.unplaced or 0) or None)
+        by_key: dict[str, list[ChunkInfo]] = defaultdict(list)
+        try:
+            if info.has_index:
+                _convert_indexed(bam_path, storage, info, size, n_workers, max_chunk_records, by_key, bar.update)
+            else:
+                _convert_stream(bam_path, storage, info, size, n_workers, max_chunk_records, by_key, bar.update)
+        finally:
+            bar.close()
+        if not allow_empty and not any(by_key.values()):
+            raise InputFormatError(f"{input_url}: no records (header only)")
+        manifest = commit_dataset(storage, info, by_key, size, max_chunk_records, input_url)
+    return ConvertResult(storage.url, manifest, time.monotonic() - t0)
+
+
+def _convert_indexed(
+    bam_path: str,
+    storage: Storage,
+    info: BamInfo,
+    size: int,
+    workers: int,
+    max_records: int,
+    by_key: dict[str, list[ChunkInfo]],
+    report: Callable[[Iterable[ChunkInfo]], None],
+) -> None:
+    tasks = plan_tasks(info, size, workers)
+    if workers == 1 or len(tasks) == 1:
+        for task in tasks:
+            key, infos = _run_window_task(bam_path, storage, task, max_records)
+            by_key[key].extend(infos)
+            report(infos)
+        return
+    with _pool(workers) as pool:
+        futures = [pool.submit(_run_window_task, bam_path, storage, t, max_records) for t in tasks]
+        try:
+            for fut in cf.as_completed(futures):
+                key, infos = fut.result()
+                by_key[key].extend(infos)
+                report(infos)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def _encode_batch(
+    storage: Storage, table_lines: list[str], rname: str, key: str, window: tuple[int, int], part: int, max_records: int
+) -> tuple[str, list[ChunkInfo]]:
+    table = lines_table(table_lines)
+    return key, write_window(storage, table, rname, key, window, max_records, first_part=part)
+
+
+def _convert_stream(
+    bam_path: str,
+    storage: Storage,
+    info: BamInfo,
+    size: int,
+    workers: int,
+    max_records: int,
+    by_key: dict[str, list[ChunkInfo]],
+    report: Callable[[Iterable[ChunkInfo]], None],
+) -> None:
+    parts: dict[tuple[int, int], int] = defaultdict(int)
+
+    def job(batch_tid: int, wstart: int) -> tuple[str, str, tuple[int, int], int]:
+        if batch_tid < 0:
+            rname, key, window = UNPLACED_NAME, UNPLACED_KEY, (0, 1)
+        else:
+            rname, length = info.references[batch_tid]
+            key = reference_key(batch_tid, rname)
+            window = (wstart, min(wstart + size, length))
+        part = parts[(batch_tid, wstart)]
+        parts[(batch_tid, wstart)] += 1
+        return rname, key, window, part
+
+    batches = stream_windows(bam_path, size, max_records)
+    if workers == 1:
+        for batch in batches:
+            rname, key, window, part = job(batch.tid, batch.window_start)
+            k, infos = _encode_batch(storage, batch.lines, rname, key, window, part, max_records)
+            by_key[k].extend(infos)
+            report(infos)
+        return
+    with _pool(workers) as pool:
+        pending: set[cf.Future[tuple[str, list[ChunkInfo]]]] = set()
+
+        def drain(block_until: int) -> None:
+            while len(pending) > block_until:
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    pending.discard(fut)
+                    k, infos = fut.result()
+                    by_key[k].extend(infos)
+                    report(infos)
+
+        for batch in batches:
+            rname, key, window, part = job(batch.tid, batch.window_start)
+            pending.add(pool.submit(_encode_batch, storage, batch.lines, rname, key, window, part, max_records))
+            drain(2 * workers)  # bound memory: at most 2 batches queued per worker
+        drain(0)

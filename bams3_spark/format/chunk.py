@@ -1,0 +1,160 @@
+"""The chunk codec: one Parquet object of records, zstd-compressed.
+
+See FORMAT.md, "Chunk objects". A chunk is a complete Parquet file with one
+row group, the record schema, dictionary encoding for the repetitive string
+columns, page CRCs, and key-value metadata naming its reference and window,
+so it is self-describing and decodes alone. Readers may fetch only the column
+chunks they need (column projection); page CRCs then protect what was read,
+and the whole-object SHA-256 is verified whenever the whole object is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bams3_spark.exceptions import ChecksumError, CorruptDatasetError
+from bams3_spark.format.manifest import FORMAT_VERSION, check_version
+from bams3_spark.format.schema import RECORD_SCHEMA, project
+
+#: zstd level 1: on read data it compresses as well as level 3 (better, with
+#: the encodings below) at twice the speed; measured in benchmarks/bench_convert.py.
+ZSTD_LEVEL = 1
+#: Columns worth a dictionary: few distinct values per chunk.
+DICTIONARY_COLUMNS = ["rname", "cigar", "rnext", "flag", "mapq"]
+#: Sorted or small-delta integers delta-encode to almost nothing; long strings
+#: compress better with their lengths stored apart from their bytes.
+COLUMN_ENCODINGS = {
+    **{c: "DELTA_BINARY_PACKED" for c in ("pos", "end", "pnext", "tlen")},
+    **{c: "DELTA_LENGTH_BYTE_ARRAY" for c in ("qname", "seq", "qual", "tags")},
+}
+#: A chunk may not claim to decompress to more than this (decompression bombs).
+MAX_UNCOMPRESSED_BYTES = 4 << 30
+META_PREFIX = b"bams3."
+
+
+def sha256_hex(data: bytes | memoryview) -> str:
+    """Return the hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def encode_chunk(table: pa.Table, rname: str, window: tuple[int, int], part: int) -> bytes:
+    """Encode records as one chunk object.
+
+    Args:
+        table: Records with exactly ``RECORD_SCHEMA``.
+        rname: Reference name (``*`` for unplaced reads), recorded in metadata.
+        window: 0-based half-open window bounds.
+        part: Part number within the window.
+
+    Returns:
+        The Parquet bytes of the chunk.
+    """
+    table = table.cast(RECORD_SCHEMA).replace_schema_metadata(
+        {
+            META_PREFIX + b"format_version": FORMAT_VERSION.encode(),
+            META_PREFIX + b"reference": rname.encode(),
+            META_PREFIX + b"window": f"{window[0]}-{window[1]}".encode(),
+            META_PREFIX + b"part": str(part).encode(),
+        }
+    )
+    sink = io.BytesIO()
+    pq.write_table(
+        table,
+        sink,
+        compression="zstd",
+        compression_level=ZSTD_LEVEL,
+        use_dictionary=DICTIONARY_COLUMNS,
+        column_encoding=COLUMN_ENCODINGS,
+        write_statistics=["pos", "end", "flag", "mapq"],
+        row_group_size=max(1, table.num_rows),
+        write_page_checksum=True,
+        data_page_size=1 << 20,
+    )
+    return sink.getvalue()
+
+
+def _open(source: bytes | IO[bytes], where: str) -> pq.ParquetFile:
+    try:
+        pf = pq.ParquetFile(
+            pa.py_buffer(source) if isinstance(source, bytes) else source,
+            page_checksum_verification=True,
+        )
+    except (pa.ArrowException, ValueError) as exc:
+        # Storage failures (plain OSError from the file object) propagate.
+        raise CorruptDatasetError(f"{where}: not a valid chunk object ({exc})") from None
+    meta = pf.metadata
+    file_schema = pf.schema_arrow
+    for field in RECORD_SCHEMA:
+        idx = file_schema.get_field_index(field.name)
+        if idx < 0 or file_schema.field(idx).type != field.type:
+            raise CorruptDatasetError(f"{where}: chunk schema lacks column {field.name}")
+    version = (file_schema.metadata or {}).get(META_PREFIX + b"format_version", b"")
+    check_version(version.decode(errors="replace"), where)
+    claimed = 0
+    for rg in range(meta.num_row_groups):
+        group = meta.row_group(rg)
+        for c in range(group.num_columns):
+            claimed += group.column(c).total_uncompressed_size
+    if claimed > MAX_UNCOMPRESSED_BYTES:
+        raise CorruptDatasetError(f"{where}: chunk claims {claimed} uncompressed bytes")
+    return pf
+
+
+def decode_chunk(
+    source: bytes | IO[bytes],
+    where: str,
+    columns: list[str] | tuple[str, ...] | None = None,
+    expected_records: int | None = None,
+    expected_sha256: str | None = None,
+) -> pa.Table:
+    """Decode a chunk object, reading only ``columns``.
+
+    Args:
+        source: The whole object's bytes, or a seekable file (ranged reads).
+        where: Object URL, used in error messages.
+        columns: Columns to read (schema order is kept); None reads all.
+        expected_records: Record count from the index, checked if given.
+        expected_sha256: Whole-object checksum from the index; checked when
+            ``source`` is the whole object's bytes.
+
+    Returns:
+        The records, with ``RECORD_SCHEMA`` restricted to ``columns``.
+
+    Raises:
+        ChecksumError: If the bytes do not match ``expected_sha256``.
+        CorruptDatasetError: If the object is not a valid chunk.
+    """
+    if expected_sha256 is not None and isinstance(source, bytes):
+        actual = sha256_hex(source)
+        if actual != expected_sha256:
+            raise ChecksumError(f"{where}: checksum mismatch (object damaged or replaced)")
+    names = project(columns)
+    pf = _open(source, where)
+    if expected_records is not None and pf.metadata.num_rows != expected_records:
+        raise CorruptDatasetError(
+            f"{where}: holds {pf.metadata.num_rows} records, index says {expected_records}"
+        )
+    try:
+        table = pf.read(columns=names, use_threads=False)
+    except (pa.ArrowException, ValueError) as exc:
+        raise CorruptDatasetError(f"{where}: damaged chunk object ({exc})") from None
+    if table.num_rows != pf.metadata.num_rows:
+        raise CorruptDatasetError(f"{where}: short read")
+    return table.replace_schema_metadata(None)
+
+
+def chunk_metadata(source: bytes | IO[bytes], where: str) -> dict[str, Any]:
+    """Return a chunk's self-description: reference, window, part and row count."""
+    pf = _open(source, where)
+    meta = {
+        k[len(META_PREFIX):].decode(): v.decode()
+        for k, v in (pf.schema_arrow.metadata or {}).items()
+        if k.startswith(META_PREFIX)
+    }
+    meta["records"] = pf.metadata.num_rows
+    return meta

@@ -1,0 +1,167 @@
+"""Region strings, parsed exactly as ``samtools view`` parses them.
+
+Glossary (used everywhere in the package): a *region string* is samtools'
+1-based, inclusive ``NAME[:START[-END]]``; a :class:`Region` holds the same
+interval 0-based and half-open (``start``, ``end``), like BED and pysam.
+``*`` is the pseudo-region of unplaced unmapped reads.
+
+The parsing rules follow htslib's ``hts_parse_region`` (samtools convention,
+thousands separators allowed): ``chr1`` is the whole reference, ``chr1:100``
+runs from 100 to the reference end, ``chr1:-100`` is ``chr1:1-100``,
+``chr1:100-`` runs to the end, and names containing colons
+(``HLA-DRB1*15:01:01:01``) are resolved against the header, with
+``{NAME}:START-END`` braces to remove ambiguity.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bams3_spark.exceptions import RegionError
+
+UNPLACED = "*"
+POS_MAX = (1 << 63) - 1
+
+_DECIMAL_RE = re.compile(r"\s*([+-]?)([0-9,]*)(?:\.([0-9]*))?(?:([eE])([+-]?[0-9]*)|([kKmMgG]))?")
+
+
+@dataclass(frozen=True, order=True)
+class Region:
+    """A 0-based, half-open interval on one reference.
+
+    Attributes:
+        rname: Reference name, or ``*`` for unplaced unmapped reads.
+        start: 0-based first base.
+        end: 0-based exclusive end, clamped to the reference length.
+    """
+
+    rname: str
+    start: int
+    end: int
+
+    @property
+    def unplaced(self) -> bool:
+        """True for the ``*`` pseudo-region."""
+        return self.rname == UNPLACED
+
+    def __str__(self) -> str:
+        if self.unplaced:
+            return UNPLACED
+        name = f"{{{self.rname}}}" if ":" in self.rname else self.rname
+        return f"{name}:{self.start + 1}-{self.end}"
+
+    def overlaps(self, pos: int, end: int) -> bool:
+        """Return whether a record with 1-based ``pos``..``end`` overlaps this region.
+
+        This is htslib's rule: a record matches when its aligned span
+        (``bam_endpos``; unmapped reads count as one base) overlaps the region.
+        """
+        return pos <= self.end and end > self.start
+
+
+def _parse_decimal(text: str) -> tuple[int, str, int]:
+    """Parse like htslib's ``hts_parse_decimal`` with thousands separators.
+
+    Returns:
+        (value, rest of the string, number of digits read).
+    """
+    m = _DECIMAL_RE.match(text)
+    assert m is not None  # the pattern can match the empty string
+    sign, whole, frac, e_mark, e_val, suffix = m.groups()
+    int_digits = whole.replace(",", "")
+    frac = frac or ""
+    digits = len(int_digits) + len(frac)
+    if digits == 0:
+        return 0, text, 0
+    n = int(int_digits + frac or "0")
+    exp = -len(frac)
+    if e_mark:
+        exp += int(e_val) if e_val not in ("", "+", "-") else 0
+    elif suffix:
+        exp += {"k": 3, "m": 6, "g": 9}[suffix.lower()]
+    n = n * 10**exp if exp >= 0 else n // 10**-exp
+    return (-n if sign == "-" else n), text[m.end():], digits
+
+
+def parse_region(text: str, lengths: Mapping[str, int]) -> Region:
+    """Parse one samtools region string against the references of a dataset.
+
+    Args:
+        text: The region, e.g. ``chr1:1,000-2,000`` or ``{HLA-A*01:01}:5-9``.
+        lengths: Reference name to length, in header order.
+
+    Returns:
+        The region, 0-based half-open, clamped to the reference length.
+
+    Raises:
+        RegionError: If the string is malformed, the reference unknown, the
+            name ambiguous, or the end before the start.
+    """
+    if text == UNPLACED:
+        return Region(UNPLACED, 0, 0)
+    if not text:
+        raise RegionError("empty region")
+    quoted = text.startswith("{")
+    if quoted:
+        close = text.find("}")
+        if close < 0:
+            raise RegionError(f"region {text!r}: mismatched braces")
+        name = text[1:close]
+        rest = text[close + 1:]
+        if rest and not rest.startswith(":"):
+            raise RegionError(f"region {text!r}: unexpected {rest!r} after '}}'")
+        coords = rest[1:] if rest else None
+    else:
+        colon = text.rfind(":")
+        if colon < 0 or text in lengths:
+            if colon >= 0 and text[:colon] in lengths:
+                raise RegionError(
+                    f"region {text!r} is ambiguous: use {{{text}}} or "
+                    f"{{{text[:colon]}}}{text[colon:]}"
+                )
+            name, coords = text, None
+        else:
+            name, coords = text[:colon], text[colon + 1:]
+    if name not in lengths:
+        raise RegionError(f"region {text!r}: unknown reference {name!r}")
+    length = lengths[name]
+    if coords is None:
+        return Region(name, 0, length)
+    start, end = _parse_coords(text, coords)
+    # Past the reference end is not an error for samtools: it matches nothing.
+    start = min(start, length)
+    return Region(name, start, max(start, min(end, length)))
+
+
+def _parse_coords(text: str, coords: str) -> tuple[int, int]:
+    value, rest, _ = _parse_decimal(coords)
+    beg = value - 1
+    end = POS_MAX
+    if beg < 0:
+        if beg != -1 and rest.startswith("-") and coords:
+            raise RegionError(f"region {text!r}: coordinates must be > 0")
+        if rest == "" or rest[0].isdigit():
+            return 0, (POS_MAX if beg == -1 else -(beg + 1))
+        if beg < -1:
+            raise RegionError(f"region {text!r}: unexpected {rest!r}")
+        beg = 0
+    if rest == "":
+        end = POS_MAX
+    elif rest.startswith("-"):
+        end, tail, _ = _parse_decimal(rest[1:])
+        if tail:
+            raise RegionError(f"region {text!r}: unexpected {tail!r} after the end")
+        if end == 0:
+            end = POS_MAX
+    else:
+        raise RegionError(f"region {text!r}: unexpected {rest!r}")
+    if beg >= end:
+        raise RegionError(f"region {text!r}: end {end} is before start {beg + 1}")
+    return beg, end
+
+
+def parse_regions(texts: list[str] | tuple[str, ...], lengths: Mapping[str, int]) -> list[Region]:
+    """Parse several region strings, keeping their order (duplicates kept too)."""
+    return [parse_region(t, lengths) for t in texts]

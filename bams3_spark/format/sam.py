@@ -1,0 +1,256 @@
+"""SAM text <-> Arrow record tables, vectorized.
+
+The converter takes records as the SAM lines htslib formats (so every field is
+exactly what ``samtools view`` prints) and splits them into the record columns
+with Arrow compute, without a Python loop per record. Exporting joins the
+columns back into lines the same way.
+
+Aux floats: SAM text prints ``f`` and ``B:f`` values with ``%g`` (6 significant
+digits), which loses bits. Stored ``tags`` text therefore holds the shortest
+decimal that reads back to the same float32 (see FORMAT.md); :func:`sam_lines`
+re-prints them with ``%g`` for SAM output, so the text equals samtools'.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from bams3_spark.format.schema import RECORD_SCHEMA, SAM_COLUMNS
+
+_F32 = struct.Struct("<f")
+_NEWLINE = ord("\n")
+_TAB = ord("\t")
+_SEP = 1
+_CSV_NAMES = [*SAM_COLUMNS, "tags"]
+_CSV_PARSE = pacsv.ParseOptions(
+    delimiter="\t", quote_char=False, escape_char=False, double_quote=False,
+    newlines_in_values=False, ignore_empty_lines=False,
+)
+_CSV_CONVERT = pacsv.ConvertOptions(
+    column_types={f.name: f.type for f in RECORD_SCHEMA if f.name != "end"},
+    null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
+)
+_CIGAR_OP_RE = re.compile(r"(\d+)([MIDNSHP=X])")
+_CIGAR_RE = re.compile(r"^(?:\d+[MIDNSHP=X])+$")
+#: CIGAR operations that consume reference bases (M, D, N, =, X).
+_REF_OPS = frozenset("MDN=X")
+_FLOAT_TAG_RE = re.compile(r"(?:^|\t)[A-Za-z][A-Za-z0-9]:(?:f:|B:f)")
+_FLOAT_TAG_PATTERN = r"(^|\t)[A-Za-z][A-Za-z0-9]:(f:|B:f)"
+BAM_FUNMAP = 4
+
+
+def cigar_ref_length(cigar: str) -> int:
+    """Return the number of reference bases a SAM CIGAR string consumes.
+
+    Raises:
+        ValueError: If the CIGAR string is malformed.
+    """
+    if cigar == "*":
+        return 0
+    if not _CIGAR_RE.match(cigar):
+        raise ValueError(f"malformed CIGAR {cigar[:40]!r}")
+    return sum(int(n) for n, op in _CIGAR_OP_RE.findall(cigar) if op in _REF_OPS)
+
+
+def compute_end(pos: pa.Array | pa.ChunkedArray, flag: pa.Array | pa.ChunkedArray,
+                cigar: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Compute the ``end`` column (htslib ``bam_endpos``, 1-based inclusive).
+
+    Unmapped reads and alignments consuming no reference cover one base.
+    Each distinct CIGAR string is parsed once (they repeat a lot).
+    """
+    if isinstance(cigar, pa.ChunkedArray):
+        cigar = cigar.combine_chunks()
+    encoded = pc.dictionary_encode(cigar)
+    lengths = np.fromiter(
+        (cigar_ref_length(c) for c in encoded.dictionary.to_pylist()),
+        dtype=np.int64,
+        count=len(encoded.dictionary),
+    )
+    rlen = lengths[encoded.indices.to_numpy()]
+    flags = _numpy(flag)
+    rlen[(flags & BAM_FUNMAP) != 0] = 0
+    np.maximum(rlen, 1, out=rlen)
+    positions = _numpy(pos)
+    end = np.where(positions > 0, positions + rlen - 1, 0)
+    return pa.array(end.astype(np.int32), pa.int32())
+
+
+def _numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    # np.asarray() on Arrow objects can fall back to per-element conversion.
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def lines_to_table(lines: list[str]) -> pa.Table:
+    """Split SAM record lines into a record table (schema ``RECORD_SCHEMA``).
+
+    Each line gets a trailing tab, then every tab after a line's eleventh
+    field boundary is turned into ``\\x01``: each line then has exactly twelve
+    tab-separated fields (the last holding the optional fields), which Arrow's
+    multithreaded CSV reader splits and converts in C++.
+
+    Args:
+        lines: SAM records (no header, no newlines).
+
+    Returns:
+        The records as an Arrow table with the ``end`` column computed.
+
+    Raises:
+        ValueError: If a line has fewer than 11 fields or a bad number.
+    """
+    if not lines:
+        return RECORD_SCHEMA.empty_table()
+    raw = bytearray(("\t\n".join(lines) + "\t\n").encode())
+    data = np.frombuffer(raw, dtype=np.uint8)
+    tabs = np.flatnonzero(data == _TAB)
+    newlines = np.flatnonzero(data == _NEWLINE)
+    line_starts = np.empty(len(newlines), dtype=np.int64)
+    line_starts[0] = 0
+    line_starts[1:] = newlines[:-1] + 1
+    first_tab = np.searchsorted(tabs, line_starts)
+    tabs_per_line = np.diff(np.append(first_tab, len(tabs)))
+    if len(lines) != len(newlines) or tabs_per_line.min() < 11:
+        raise ValueError("SAM record with fewer than 11 fields or an embedded newline")
+    rank = np.arange(len(tabs)) - np.repeat(first_tab, tabs_per_line)
+    data[tabs[rank >= 11]] = _SEP
+    table = pacsv.read_csv(
+        pa.py_buffer(raw),
+        read_options=pacsv.ReadOptions(column_names=_CSV_NAMES, block_size=1 << 24),
+        parse_options=_CSV_PARSE,
+        convert_options=_CSV_CONVERT,
+    )
+    tags = pc.replace_substring(pc.utf8_rtrim(table.column("tags"), characters="\x01"), "\x01", "\t")
+    columns = {name: table.column(name) for name in SAM_COLUMNS}
+    columns["tags"] = tags
+    columns["end"] = compute_end(columns["pos"], columns["flag"], columns["cigar"])
+    return pa.table(
+        [columns[f.name] for f in RECORD_SCHEMA], schema=RECORD_SCHEMA
+    ).combine_chunks()
+
+
+FLOAT_FIELD_RE = re.compile(r"(?:^|\t)([A-Za-z][A-Za-z0-9]):(f:|B:f)([^\t]*)")
+
+
+def float_tag_names(tags: str) -> list[str]:
+    """Return the names of the ``f`` and ``B:f`` fields of a tags string."""
+    return [m.group(1) for m in FLOAT_FIELD_RE.finditer(tags)]
+
+
+def exact_float_tags(tags: str, values: dict[str, object]) -> str:
+    """Rewrite ``f``/``B:f`` values of a tags string with their exact float32 text.
+
+    htslib's ``%g`` text is kept where it already reads back to the same
+    float32 (the usual case: aligners print few digits), so only values that
+    ``%g`` rounds get a longer, exact text.
+
+    Args:
+        tags: Tab-separated SAM optional fields as htslib prints them.
+        values: Name of each float field to its exact value (a float, or a
+            sequence of floats for ``B:f``), as pysam returns them.
+    """
+
+    def fix(m: re.Match[str]) -> str:
+        lead, tag, kind, body = m.group(0)[:1], m.group(1), m.group(2), m.group(3)
+        lead = lead if lead == "\t" else ""
+        value = values[tag]
+        if kind == "f:":
+            text = body if same_f32(body, value) else _f32_text(value)  # type: ignore[arg-type]
+            return f"{lead}{tag}:f:{text}"
+        printed = body.split(",")[1:] if body.startswith(",") else []
+        items = list(value)  # type: ignore[call-overload]
+        texts = [
+            p if same_f32(p, v) else _f32_text(v) for p, v in zip(printed, items, strict=True)
+        ]
+        return f"{lead}{tag}:B:f" + "".join("," + t for t in texts)
+
+    return FLOAT_FIELD_RE.sub(fix, tags)
+
+
+def same_f32(text: str, value: float) -> bool:
+    """Return whether decimal ``text`` reads back to exactly the float32 ``value``."""
+    try:
+        return bool(_F32.unpack(_F32.pack(float(text)))[0] == value or (value != value and text == "nan"))
+    except (ValueError, OverflowError):
+        return False
+
+
+def has_float_tag(tags: str) -> bool:
+    """Return whether a tags string holds an ``f`` or ``B:f`` field."""
+    return _FLOAT_TAG_RE.search(tags) is not None
+
+
+def _f32_text(value: float) -> str:
+    # Shortest decimal that reads back to the same float32: lossless and short.
+    f = np.float32(value)
+    if np.isnan(f):
+        return "nan"
+    if np.isinf(f):
+        return "inf" if f > 0 else "-inf"
+    return np.format_float_positional(f, unique=True, trim="-") if (
+        f == 0 or 1e-4 <= abs(f) < 1e16
+    ) else np.format_float_scientific(f, unique=True, trim="-")
+
+
+def _g_text(text: str) -> str:
+    # htslib prints aux floats as C's "%g" of the float promoted to double.
+    return "%g" % float(np.float32(text))
+
+
+def sam_tags_text(tags: str) -> str:
+    """Return a stored tags string as ``samtools view`` prints it (``%g`` floats)."""
+    if not has_float_tag(tags):
+        return tags
+    out = []
+    for field in tags.split("\t"):
+        typ = field[3:4]
+        if typ == "f":
+            field = field[:5] + _g_text(field[5:])
+        elif typ == "B" and field[5:6] == "f":
+            values = field[6:].split(",")[1:] if field[6:7] == "," else []
+            field = field[:6] + "".join("," + _g_text(v) for v in values)
+        out.append(field)
+    return "\t".join(out)
+
+
+def sam_lines(table: pa.Table, exact_floats: bool = False) -> pa.Array:
+    """Format a record table as SAM lines (no trailing newline).
+
+    Args:
+        table: Records with at least the eleven SAM columns and ``tags``.
+        exact_floats: Keep the stored exact float text (for feeding htslib
+            when writing BAM) instead of samtools' ``%g`` rendering.
+
+    Returns:
+        A string array, one SAM line per record.
+    """
+    if table.num_rows == 0:
+        return pa.array([], pa.large_string())
+    cols = []
+    for name in SAM_COLUMNS:
+        col = table.column(name)
+        if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+            col = pc.cast(col, pa.string())
+        cols.append(col)
+    tags = table.column("tags")
+    if not exact_floats:
+        mask = pc.match_substring_regex(tags, _FLOAT_TAG_PATTERN)
+        if pc.any(mask).as_py():
+            values = tags.to_pylist()
+            for i in np.flatnonzero(np.asarray(mask, dtype=bool)):
+                values[i] = sam_tags_text(values[i])
+            tags = pa.array(values, pa.string())
+    tab = pa.scalar("\t", pa.string())
+    body = pc.binary_join_element_wise(*cols, tab)
+    with_tags = pc.binary_join_element_wise(body, tags, tab)
+    empty = pc.equal(pc.utf8_length(tags), 0)
+    return pc.if_else(empty, body, with_tags).combine_chunks() if isinstance(
+        body, pa.ChunkedArray
+    ) else pc.if_else(empty, body, with_tags)
