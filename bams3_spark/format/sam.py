@@ -19,23 +19,13 @@ import struct
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from bams3_spark.format.schema import RECORD_SCHEMA, SAM_COLUMNS
 
 _F32 = struct.Struct("<f")
 _NEWLINE = ord("\n")
 _TAB = ord("\t")
-_SEP = 1
 _CSV_NAMES = [*SAM_COLUMNS, "tags"]
-_CSV_PARSE = pacsv.ParseOptions(
-    delimiter="\t", quote_char=False, escape_char=False, double_quote=False,
-    newlines_in_values=False, ignore_empty_lines=False,
-)
-_CSV_CONVERT = pacsv.ConvertOptions(
-    column_types={f.name: f.type for f in RECORD_SCHEMA if f.name != "end"},
-    null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
-)
 _CIGAR_OP_RE = re.compile(r"(\d+)([MIDNSHP=X])")
 _CIGAR_RE = re.compile(r"^(?:\d+[MIDNSHP=X])+$")
 #: CIGAR operations that consume reference bases (M, D, N, =, X).
@@ -89,13 +79,17 @@ def _numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
+#: Arrow string views address their data buffer with int32 offsets.
+_MAX_VIEW_BUFFER = (1 << 31) - 1
+
+
 def lines_to_table(lines: list[str]) -> pa.Table:
     """Split SAM record lines into a record table (schema ``RECORD_SCHEMA``).
 
-    Each line gets a trailing tab, then every tab after a line's eleventh
-    field boundary is turned into ``\\x01``: each line then has exactly twelve
-    tab-separated fields (the last holding the optional fields), which Arrow's
-    multithreaded CSV reader splits and converts in C++.
+    The lines are joined into one buffer; numpy finds every field's bounds
+    from the tab and newline positions, and each column is built as an Arrow
+    string-view array pointing into that buffer (no per-record Python work,
+    no copy until Arrow casts the views to plain strings and integers).
 
     Args:
         lines: SAM records (no header, no newlines).
@@ -108,32 +102,71 @@ def lines_to_table(lines: list[str]) -> pa.Table:
     """
     if not lines:
         return RECORD_SCHEMA.empty_table()
-    raw = bytearray(("\t\n".join(lines) + "\t\n").encode())
-    data = np.frombuffer(raw, dtype=np.uint8)
+    text = ("\n".join(lines) + "\n").encode()
+    if len(text) > _MAX_VIEW_BUFFER:
+        half = len(lines) // 2
+        return pa.concat_tables([lines_to_table(lines[:half]), lines_to_table(lines[half:])])
+    # 12 bytes of padding let every view read three words past any start.
+    raw = text + bytes(16)
+    data = np.frombuffer(raw, dtype=np.uint8)[: len(text)]
+    words = np.ndarray((len(text) + 12,), dtype="<u4", buffer=raw, strides=(1,))
     tabs = np.flatnonzero(data == _TAB)
     newlines = np.flatnonzero(data == _NEWLINE)
-    line_starts = np.empty(len(newlines), dtype=np.int64)
+    n = len(lines)
+    if len(newlines) != n:
+        raise ValueError("SAM record with an embedded newline")
+    line_starts = np.empty(n, dtype=np.int64)
     line_starts[0] = 0
     line_starts[1:] = newlines[:-1] + 1
     first_tab = np.searchsorted(tabs, line_starts)
-    tabs_per_line = np.diff(np.append(first_tab, len(tabs)))
-    if len(lines) != len(newlines) or tabs_per_line.min() < 11:
-        raise ValueError("SAM record with fewer than 11 fields or an embedded newline")
-    rank = np.arange(len(tabs)) - np.repeat(first_tab, tabs_per_line)
-    data[tabs[rank >= 11]] = _SEP
-    table = pacsv.read_csv(
-        pa.py_buffer(raw),
-        read_options=pacsv.ReadOptions(column_names=_CSV_NAMES, block_size=1 << 24),
-        parse_options=_CSV_PARSE,
-        convert_options=_CSV_CONVERT,
-    )
-    tags = pc.replace_substring(pc.utf8_rtrim(table.column("tags"), characters="\x01"), "\x01", "\t")
-    columns = {name: table.column(name) for name in SAM_COLUMNS}
-    columns["tags"] = tags
+    tab_count = np.diff(np.append(first_tab, len(tabs)))
+    if tab_count.min() < 10:
+        raise ValueError("SAM record with fewer than 11 fields")
+    has_tags = tab_count > 10
+    # Tab k of each line (k < 10 always exists); tab 10 only with tags.
+    field_ends = [tabs[first_tab + k] for k in range(10)]
+    tab10 = tabs[np.minimum(first_tab + 10, len(tabs) - 1)]
+    field_ends.append(np.where(has_tags, tab10, newlines))
+    bounds = [(line_starts, field_ends[0])]
+    bounds += [(field_ends[k - 1] + 1, field_ends[k]) for k in range(1, 11)]
+    bounds.append((np.where(has_tags, tab10 + 1, newlines), newlines))
+    buffer = pa.py_buffer(raw)
+    columns: dict[str, pa.Array] = {}
+    for name, (begin, stop) in zip(_CSV_NAMES, bounds, strict=True):
+        views = _string_views(words, begin, stop - begin, buffer)
+        field = RECORD_SCHEMA.field(name)
+        try:
+            columns[name] = pc.cast(views, field.type)
+        except pa.ArrowInvalid as exc:
+            raise ValueError(f"SAM field {name}: {exc}") from None
     columns["end"] = compute_end(columns["pos"], columns["flag"], columns["cigar"])
-    return pa.table(
-        [columns[f.name] for f in RECORD_SCHEMA], schema=RECORD_SCHEMA
-    ).combine_chunks()
+    return pa.table([columns[f.name] for f in RECORD_SCHEMA], schema=RECORD_SCHEMA)
+
+
+def _string_views(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray, buffer: pa.Buffer) -> pa.Array:
+    """Build an Arrow ``string_view`` array of slices of a buffer.
+
+    Arrow's layout is 16 bytes per value: int32 length, then either the bytes
+    inline when at most 12, or a 4-byte prefix, buffer index 0 and an int32
+    offset. ``words`` is the buffer seen as little-endian uint32 at every byte
+    offset, so each part of a view is one vectorized gather.
+    """
+    n = len(starts)
+    views = np.empty((n, 4), dtype="<u4")
+    views[:, 0] = lengths
+    views[:, 1] = words[starts]
+    second = words[starts + 4]
+    third = words[starts + 8]
+    # Zero the bytes past the end of short strings (Arrow requires it).
+    for col, word, j in ((1, views[:, 1], 0), (2, second, 1), (3, third, 2)):
+        valid = np.clip(lengths - 4 * j, 0, 4).astype(np.uint64)
+        mask = ((np.uint64(1) << (valid * np.uint64(8))) - np.uint64(1)).astype("<u4")
+        views[:, col] = word & mask
+    long_ = lengths > 12
+    views[long_, 1] = words[starts[long_]]
+    views[long_, 2] = 0
+    views[long_, 3] = starts[long_]
+    return pa.Array.from_buffers(pa.string_view(), n, [None, pa.py_buffer(views), buffer])
 
 
 FLOAT_FIELD_RE = re.compile(r"(?:^|\t)([A-Za-z][A-Za-z0-9]):(f:|B:f)([^\t]*)")
