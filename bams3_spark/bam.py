@@ -24,8 +24,8 @@ from bams3_spark.format.sam import (
     float_tag_names,
     has_float_tag,
     lines_to_table,
-    same_f32,
     sam_lines,
+    same_f32,
 )
 from bams3_spark.io import storage_for_file
 
@@ -58,8 +58,9 @@ def _record_text(read: pysam.AlignedSegment) -> str:
                 if text[i - 3] != "\t":
                     break
                 end = text.find("\t", i + 3)
-                body = text[i + 3:] if end < 0 else text[i + 3:end]
-                if not same_f32(body, read.get_tag(text[i - 2:i])):
+                body = text[i + 3 :] if end < 0 else text[i + 3 : end]
+                value = read.get_tag(text[i - 2 : i])
+                if not isinstance(value, float) or not same_f32(body, value):
                     break
                 i = text.find(":f:", i + 3)
             else:
@@ -118,7 +119,7 @@ def inspect_bam(path: str) -> BamInfo:
             path=path,
             # samtools' own rendering: str(header) adds a blank line to
             # headers without @SQ lines.
-            header_text=pysam.view("-H", "--no-PG", path),
+            header_text=str(pysam.view("-H", "--no-PG", path)),
             references=refs,
             has_index=has_index,
             sort_order=hd.get("SO"),
@@ -138,9 +139,7 @@ def window_table(bam: pysam.AlignmentFile, rname: str, start: int, end: int) -> 
         lines = [_record_text(r) for r in reads]
     else:
         # fetch() returns reads overlapping the window; keep those starting in it.
-        lines = [
-            _record_text(r) for r in bam.fetch(rname, start, end) if r.reference_start >= start
-        ]
+        lines = [_record_text(r) for r in bam.fetch(rname, start, end) if r.reference_start >= start]
     return lines_table(lines)
 
 
@@ -237,9 +236,7 @@ def write_sam(out: IO[str], header_text: str | None, tables: Iterable[pa.Table])
     return n
 
 
-def write_bam(
-    path: str, header_text: str, tables: Iterable[pa.Table], threads: int = 1
-) -> int:
+def write_bam(path: str, header_text: str, tables: Iterable[pa.Table], threads: int = 1) -> int:
     """Write records as BAM (through pysam's samtools); return the number written.
 
     The SAM text fed to htslib keeps exact aux floats, so floats survive the
@@ -262,4 +259,3 @@ def write_bam(
     finally:
         os.unlink(tmp.name)
     return n
-

@@ -36,7 +36,9 @@ def storage_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _add_storage_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("storage")
-    g.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    g.add_argument(
+        "--s3-endpoint", metavar="URL", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)"
+    )
     g.add_argument("--anon", action="store_true", help="anonymous S3 access (public buckets)")
     g.add_argument("--profile", help="AWS profile name from ~/.aws/config")
 
@@ -66,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUT", help="dataset prefix (directory or s3://bucket/prefix)")
     p.add_argument("--chunk-size", default="1M", help="window size, 256K..4M (default 1M = 1,048,576 bp)")
     p.add_argument("--workers", default="1", help="worker processes, or 'auto' for one per core (default 1)")
-    p.add_argument("--max-chunk-records", type=int, default=None, help="split windows above this many records (default 250000)")
+    p.add_argument(
+        "--max-chunk-records",
+        type=int,
+        default=None,
+        help="split windows above this many records (default 250000)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at OUT")
     p.add_argument("--allow-empty", action="store_true", help="accept a BAM without records")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -131,7 +138,13 @@ def _info(args: argparse.Namespace) -> int:
             "chunks": m.chunk_count,
             "bytes": m.chunk_bytes,
             "references": [
-                {"name": r.name, "length": r.length, "records": r.records, "chunks": r.chunks, "bytes": r.bytes}
+                {
+                    "name": r.name,
+                    "length": r.length,
+                    "records": r.records,
+                    "chunks": r.chunks,
+                    "bytes": r.bytes,
+                }
                 for r in m.references
             ],
         }
@@ -148,7 +161,10 @@ def _info(args: argparse.Namespace) -> int:
     print(f"references  {len(ds.references):,} ({len(with_reads):,} with records)")
     width = max((len(r.name) for r in with_reads), default=4)
     for r in with_reads:
-        print(f"  {r.name:<{width}}  {r.length:>13,} bp  {r.records:>13,} records  {r.chunks:>6,} chunks  {r.bytes:>15,} bytes")
+        print(
+            f"  {r.name:<{width}}  {r.length:>13,} bp  {r.records:>13,} records"
+            f"  {r.chunks:>6,} chunks  {r.bytes:>15,} bytes"
+        )
     return 0
 
 

@@ -76,9 +76,7 @@ class ChunkRef:
                 raise ChecksumError(
                     f"{self.url}: {len(data)} bytes, index says {self.info.bytes} (truncated or replaced)"
                 )
-            return decode_chunk(
-                data, self.url, names, self.info.records, expected_sha256=self.info.sha256
-            )
+            return decode_chunk(data, self.url, names, self.info.records, expected_sha256=self.info.sha256)
         with self.storage.open(self.info.path, size=self.info.bytes) as fh:
             if self.storage.is_local:
                 actual = self.storage.size(self.info.path)
@@ -150,7 +148,9 @@ class Dataset:
             try:
                 self._header = raw.decode()
             except UnicodeDecodeError:
-                raise CorruptDatasetError(f"{self.storage.url_of(self.manifest.header.path)}: not text") from None
+                raise CorruptDatasetError(
+                    f"{self.storage.url_of(self.manifest.header.path)}: not text"
+                ) from None
         return self._header
 
     def _read_verified(self, ref: ObjectRef) -> bytes:

@@ -54,8 +54,10 @@ def normalize_options(protocol: str, options: dict[str, Any] | None) -> dict[str
     """
     opts = {S3_OPTION_ALIASES.get(k, k): v for k, v in (options or {}).items() if v is not None}
     if protocol == "s3":
-        endpoint = opts.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3") or (
-            os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = (
+            opts.get("endpoint_url")
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or (os.environ.get("AWS_ENDPOINT_URL"))
         )
         if endpoint:
             opts["endpoint_url"] = endpoint

@@ -24,13 +24,25 @@ def main() -> int:
     out = args.workdir / "convert.bams3"
     reencoded = args.workdir / "samtools-reencode.bam"
     t_samtools = timed(["samtools", "view", "-@2", "-b", "-o", str(reencoded), str(args.bam)], args.repeat)
-    t_bams3 = timed(bams3_cmd("convert", "--workers", "2", "--overwrite", "--quiet", str(args.bam), str(out)), args.repeat)
+    t_bams3 = timed(
+        bams3_cmd("convert", "--workers", "2", "--overwrite", "--quiet", str(args.bam), str(out)), args.repeat
+    )
     size_bam = args.bam.stat().st_size
     size_ds = dir_bytes(out)
     reencoded.unlink(missing_ok=True)
     rows = [
-        ("`samtools view -@2 -b` (re-encode)", f"{t_samtools:.1f} s", "1.00", f"{size_bam / 1e6:,.0f} MB (input BAM)"),
-        ("`bams3 convert --workers 2`", f"{t_bams3:.1f} s", f"{t_bams3 / t_samtools:.2f}", f"{size_ds / 1e6:,.0f} MB ({size_ds / size_bam:.2f}x BAM)"),
+        (
+            "`samtools view -@2 -b` (re-encode)",
+            f"{t_samtools:.1f} s",
+            "1.00",
+            f"{size_bam / 1e6:,.0f} MB (input BAM)",
+        ),
+        (
+            "`bams3 convert --workers 2`",
+            f"{t_bams3:.1f} s",
+            f"{t_bams3 / t_samtools:.2f}",
+            f"{size_ds / 1e6:,.0f} MB ({size_ds / size_bam:.2f}x BAM)",
+        ),
     ]
     print(table("Conversion (bench BAM)", rows, ("command", "wall time", "ratio vs samtools", "output size")))
     shutil.rmtree(out, ignore_errors=True)

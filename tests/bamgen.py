@@ -35,8 +35,20 @@ def make_multi_contig_bam(out: Path, seed: int = 7) -> Path:
     lines += ["@RG\tID:rg1\tSM:sampleA\tPL:ILLUMINA", "@PG\tID:gen\tPN:bamgen\tVN:1", "@CO\ta comment"]
     recs: list[str] = []
 
-    def add(qname: str, flag: int, rname: str, pos: int, mapq: int, cigar: str,
-            rnext: str, pnext: int, tlen: int, seq: str, qual: str, tags: str = "") -> None:
+    def add(
+        qname: str,
+        flag: int,
+        rname: str,
+        pos: int,
+        mapq: int,
+        cigar: str,
+        rnext: str,
+        pnext: int,
+        tlen: int,
+        seq: str,
+        qual: str,
+        tags: str = "",
+    ) -> None:
         rec = f"{qname}\t{flag}\t{rname}\t{pos}\t{mapq}\t{cigar}\t{rnext}\t{pnext}\t{tlen}\t{seq}\t{qual}"
         recs.append(rec + ("\t" + tags if tags else ""))
 
@@ -51,10 +63,34 @@ def make_multi_contig_bam(out: Path, seed: int = 7) -> Path:
             pos = rng.randint(1, length - ln)
             mpos = min(length - ln, pos + rng.randint(0, 400))
             tags = f"NM:i:{rng.randint(0, 5)}\tRG:Z:rg1\tAS:i:{rng.randint(0, 150)}"
-            add(f"r{n}", 99, name, pos, rng.randint(0, 60), f"{ln}M", "=", mpos, mpos - pos + ln,
-                _seq(rng, ln), _qual(rng, ln), tags)
-            add(f"r{n}", 147, name, mpos, rng.randint(0, 60), f"{ln}M", "=", pos, -(mpos - pos + ln),
-                _seq(rng, ln), _qual(rng, ln), tags)
+            add(
+                f"r{n}",
+                99,
+                name,
+                pos,
+                rng.randint(0, 60),
+                f"{ln}M",
+                "=",
+                mpos,
+                mpos - pos + ln,
+                _seq(rng, ln),
+                _qual(rng, ln),
+                tags,
+            )
+            add(
+                f"r{n}",
+                147,
+                name,
+                mpos,
+                rng.randint(0, 60),
+                f"{ln}M",
+                "=",
+                pos,
+                -(mpos - pos + ln),
+                _seq(rng, ln),
+                _qual(rng, ln),
+                tags,
+            )
     # Reads straddling every window edge of chr1 and chr2, at several offsets.
     for name, length in CONTIGS[:2]:
         for edge in range(WINDOW, length, WINDOW):
@@ -70,14 +106,29 @@ def make_multi_contig_bam(out: Path, seed: int = 7) -> Path:
     add("pair_um", 133, "chr2", 400_000, 0, "*", "=", 400_000, 0, _seq(rng, 100), _qual(rng, 100))
     # Secondary, supplementary, duplicate, QC-fail.
     add("sec", 256, "chr1", 500_000, 0, "100M", "*", 0, 0, "*", "*")
-    add("supp", 2048, "chr1", 500_010, 60, "50M50H", "*", 0, 0, _seq(rng, 50), _qual(rng, 50), "SA:Z:chr2,100,+,50S50M,60,0;")
+    add(
+        "supp",
+        2048,
+        "chr1",
+        500_010,
+        60,
+        "50M50H",
+        "*",
+        0,
+        0,
+        _seq(rng, 50),
+        _qual(rng, 50),
+        "SA:Z:chr2,100,+,50S50M,60,0;",
+    )
     add("dup", 1024, "chr1", 500_020, 60, "100M", "*", 0, 0, _seq(rng, 100), _qual(rng, 100))
     add("qcfail", 512, "chr1", 500_030, 60, "100M", "*", 0, 0, _seq(rng, 100), _qual(rng, 100))
     # Every aux type, floats that %g would round, H, A, B arrays of each subtype.
-    aux = ("XA:A:q\tXi:i:-2147483648\tXI:i:4294967295\tXs:i:-300\tXc:i:200\tXf:f:3.14159274\t"
-           "Xg:f:1e-30\tXZ:Z:hello world\tXH:H:1AE301\tBc:B:c,-128,0,127\tBC:B:C,0,255\t"
-           "Bs:B:s,-32768,32767\tBS:B:S,65535\tBi:B:i,-2147483648,1\tBI:B:I,4294967295\t"
-           "Bf:B:f,0.1,-2.5,1e+10,3.4028235e+38\tBe:B:f")
+    aux = (
+        "XA:A:q\tXi:i:-2147483648\tXI:i:4294967295\tXs:i:-300\tXc:i:200\tXf:f:3.14159274\t"
+        "Xg:f:1e-30\tXZ:Z:hello world\tXH:H:1AE301\tBc:B:c,-128,0,127\tBC:B:C,0,255\t"
+        "Bs:B:s,-32768,32767\tBS:B:S,65535\tBi:B:i,-2147483648,1\tBI:B:I,4294967295\t"
+        "Bf:B:f,0.1,-2.5,1e+10,3.4028235e+38\tBe:B:f"
+    )
     add("aux_all", 0, "chr1", 700_000, 60, "10M", "*", 0, 0, "ACGTACGTAC", "IIIIIIIIII", aux)
     # No SEQ / no QUAL.
     add("noseq", 0, "chr1", 700_100, 60, "20M", "*", 0, 0, "*", "*")
@@ -89,7 +140,19 @@ def make_multi_contig_bam(out: Path, seed: int = 7) -> Path:
         add(f"pile{i}", 0, "chr1", 900_000, 60, "60M", "*", 0, 0, _seq(rng, 60), _qual(rng, 60))
     # Unplaced unmapped reads, and a read placed at the very end of a contig.
     for i in range(25):
-        add(f"unplaced{i}", 77 if i % 2 == 0 else 141, "*", 0, 0, "*", "*", 0, 0, _seq(rng, 80), _qual(rng, 80))
+        add(
+            f"unplaced{i}",
+            77 if i % 2 == 0 else 141,
+            "*",
+            0,
+            0,
+            "*",
+            "*",
+            0,
+            0,
+            _seq(rng, 80),
+            _qual(rng, 80),
+        )
     add("contig_end", 0, "chr2", 700_000 - 29, 60, "30M", "*", 0, 0, _seq(rng, 30), _qual(rng, 30))
     rng.shuffle(recs)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -69,9 +69,19 @@ def standalone_cluster(workdir: Path, workers: int = 2, cores: int = 1, memory: 
         port, ui = _free_port(), _free_port()
         log = workdir / "master.log"
         master = subprocess.Popen(
-            [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-             "--port", str(port), "--webui-port", str(ui)],
-            stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+            [
+                spark_class,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(ui),
+            ],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
         )
         procs.append(master)
         url = f"spark://127.0.0.1:{port}"
@@ -79,10 +89,24 @@ def standalone_cluster(workdir: Path, workers: int = 2, cores: int = 1, memory: 
         for i in range(workers):
             wlog = workdir / f"worker{i}.log"
             w = subprocess.Popen(
-                [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                 "--cores", str(cores), "--memory", memory, "--webui-port", str(_free_port()),
-                 "--work-dir", str(workdir / f"work{i}"), url],
-                stdout=wlog.open("wb"), stderr=subprocess.STDOUT, env=env,
+                [
+                    spark_class,
+                    "org.apache.spark.deploy.worker.Worker",
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    str(cores),
+                    "--memory",
+                    memory,
+                    "--webui-port",
+                    str(_free_port()),
+                    "--work-dir",
+                    str(workdir / f"work{i}"),
+                    url,
+                ],
+                stdout=wlog.open("wb"),
+                stderr=subprocess.STDOUT,
+                env=env,
             )
             procs.append(w)
             _wait_for(r"Successfully registered with master", wlog, w)
@@ -97,12 +121,30 @@ def standalone_cluster(workdir: Path, workers: int = 2, cores: int = 1, memory: 
                 p.kill()
 
 
-def spark_submit(master: str, script: Path, args: list[str], workdir: Path,
-                 extra_env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def spark_submit(
+    master: str,
+    script: Path,
+    args: list[str],
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
     """Run ``spark-submit`` of a job script against ``master``; return the finished process."""
-    cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", master,
-           "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
-           "--conf", "spark.executor.memory=1g", "--conf", "spark.ui.enabled=false",
-           str(script), *args]
-    return subprocess.run(cmd, cwd=workdir, env=spark_env(extra_env), capture_output=True,
-                          text=True, timeout=timeout)
+    cmd = [
+        str(SPARK_HOME / "bin" / "spark-submit"),
+        "--master",
+        master,
+        "--conf",
+        "spark.driver.host=127.0.0.1",
+        "--conf",
+        "spark.driver.bindAddress=127.0.0.1",
+        "--conf",
+        "spark.executor.memory=1g",
+        "--conf",
+        "spark.ui.enabled=false",
+        str(script),
+        *args,
+    ]
+    return subprocess.run(
+        cmd, cwd=workdir, env=spark_env(extra_env), capture_output=True, text=True, timeout=timeout
+    )

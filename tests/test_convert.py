@@ -78,8 +78,10 @@ def test_generated_bam_round_trip_workers_and_split_windows(multi_bam: Path, tmp
             assert c.info.window_start < min(t.column("pos").to_pylist()) <= c.info.window_end
             assert c.info.max_end == max(t.column("end").to_pylist())
     # Per-reference counts equal samtools idxstats (mapped + placed unmapped).
-    stats = {line.split("\t")[0]: int(line.split("\t")[2]) + int(line.split("\t")[3])
-             for line in samtools("idxstats", str(multi_bam)).splitlines()}
+    stats = {
+        line.split("\t")[0]: int(line.split("\t")[2]) + int(line.split("\t")[3])
+        for line in samtools("idxstats", str(multi_bam)).splitlines()
+    }
     for entry in ds.manifest.references:
         if entry.name != "*":
             assert entry.records == stats[entry.name], entry.name
@@ -96,7 +98,9 @@ def test_unindexed_sorted_input_streams_to_identical_chunks(multi_bam: Path, tmp
 
 
 @pytest.mark.s3
-def test_s3_output_and_input_identical_to_local(multi_bam: Path, tmp_path: Path, s3_bucket: str, s3_opts: dict) -> None:
+def test_s3_output_and_input_identical_to_local(
+    multi_bam: Path, tmp_path: Path, s3_bucket: str, s3_opts: dict
+) -> None:
     import boto3
 
     local = tmp_path / "local"
@@ -112,11 +116,15 @@ def test_s3_output_and_input_identical_to_local(multi_bam: Path, tmp_path: Path,
 
 
 @pytest.mark.s3
-def test_s3_endpoint_from_environment(multi_bam: Path, s3_bucket: str, s3_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_s3_endpoint_from_environment(
+    multi_bam: Path, s3_bucket: str, s3_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
     rc = main(["convert", "--quiet", "--chunk-size", "512K", str(multi_bam), f"s3://{s3_bucket}/env.bams3"])
     assert rc == 0
-    assert open_dataset(f"s3://{s3_bucket}/env.bams3").manifest.records == int(samtools("view", "-c", str(multi_bam)))
+    assert open_dataset(f"s3://{s3_bucket}/env.bams3").manifest.records == int(
+        samtools("view", "-c", str(multi_bam))
+    )
 
 
 def test_existing_output_needs_overwrite(multi_bam: Path, tmp_path: Path) -> None:
@@ -198,8 +206,13 @@ def test_truncated_bam_fails_and_leaves_no_dataset(multi_bam: Path, tmp_path: Pa
 
 
 def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bams3_spark", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bams3_spark", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize(
@@ -274,8 +287,22 @@ def _big_bam(tmp_path: Path, reads: int = 150_000) -> Path:
 def test_killed_conversion_is_incomplete_and_rerun_succeeds(tmp_path: Path) -> None:
     bam = _big_bam(tmp_path)
     out = tmp_path / "killed.bams3"
-    proc = subprocess.Popen([sys.executable, "-m", "bams3_spark", "convert", "--quiet", "--workers", "1",
-                             "--chunk-size", "256K", str(bam), str(out)], stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bams3_spark",
+            "convert",
+            "--quiet",
+            "--workers",
+            "1",
+            "--chunk-size",
+            "256K",
+            str(bam),
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while not list((out / "data").rglob("*.chunk")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)

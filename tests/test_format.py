@@ -92,7 +92,9 @@ def test_reference_keys_are_unique_even_when_names_sanitize_alike() -> None:
 
 def test_chunk_roundtrip_projection_and_metadata() -> None:
     data = chunk_codec.encode_chunk(_table(), "chr1", (0, 1 << 20), 0)
-    full = chunk_codec.decode_chunk(data, "mem", expected_records=4, expected_sha256=chunk_codec.sha256_hex(data))
+    full = chunk_codec.decode_chunk(
+        data, "mem", expected_records=4, expected_sha256=chunk_codec.sha256_hex(data)
+    )
     assert full.equals(_table())
     part = chunk_codec.decode_chunk(data, "mem", ["end", "pos"])
     assert part.column_names == ["pos", "end"]
@@ -151,7 +153,10 @@ def test_manifest_round_trip() -> None:
         (lambda d: d["references"][0].update(length=2**40), "length"),
         (lambda d: d["references"][0].update(key="../x"), "key"),
         (lambda d: d["references"][0]["index"].update(path="../../other/index.json"), "not the expected"),
-        (lambda d: d["references"][0]["index"].update(path="s3://other-bucket/index.json"), "not the expected"),
+        (
+            lambda d: d["references"][0]["index"].update(path="s3://other-bucket/index.json"),
+            "not the expected",
+        ),
         (lambda d: d["references"][0]["index"].update(bytes="10"), "bytes"),
         (lambda d: d["header"].update(path="/etc/passwd"), "not the expected"),
         (lambda d: d["references"].append(dict(d["references"][0])), "duplicate"),
@@ -207,7 +212,10 @@ def test_index_for_another_reference_is_rejected() -> None:
 
 def test_region_glossary_examples() -> None:
     lengths = {"chr1": 5000, "HLA-A*01:01": 300}
-    assert (parse_region("chr1:1,000-2,000", lengths).start, parse_region("chr1:1,000-2,000", lengths).end) == (999, 2000)
+    assert (
+        parse_region("chr1:1,000-2,000", lengths).start,
+        parse_region("chr1:1,000-2,000", lengths).end,
+    ) == (999, 2000)
     assert parse_region("{HLA-A*01:01}:5-9", lengths).rname == "HLA-A*01:01"
     with pytest.raises(RegionError):
         parse_region("chr1:2000-1000", lengths)

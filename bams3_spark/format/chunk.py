@@ -29,8 +29,8 @@ DICTIONARY_COLUMNS = ["rname", "cigar", "rnext", "flag", "mapq"]
 #: Sorted or small-delta integers delta-encode to almost nothing; long strings
 #: compress better with their lengths stored apart from their bytes.
 COLUMN_ENCODINGS = {
-    **{c: "DELTA_BINARY_PACKED" for c in ("pos", "end", "pnext", "tlen")},
-    **{c: "DELTA_LENGTH_BYTE_ARRAY" for c in ("qname", "seq", "qual", "tags")},
+    **dict.fromkeys(("pos", "end", "pnext", "tlen"), "DELTA_BINARY_PACKED"),
+    **dict.fromkeys(("qname", "seq", "qual", "tags"), "DELTA_LENGTH_BYTE_ARRAY"),
 }
 #: A chunk may not claim to decompress to more than this (decompression bombs).
 MAX_UNCOMPRESSED_BYTES = 4 << 30
@@ -152,7 +152,7 @@ def chunk_metadata(source: bytes | IO[bytes], where: str) -> dict[str, Any]:
     """Return a chunk's self-description: reference, window, part and row count."""
     pf = _open(source, where)
     meta = {
-        k[len(META_PREFIX):].decode(): v.decode()
+        k[len(META_PREFIX) :].decode(): v.decode()
         for k, v in (pf.schema_arrow.metadata or {}).items()
         if k.startswith(META_PREFIX)
     }

@@ -104,7 +104,7 @@ class _Doc:
             raise CorruptDatasetError(f"{self.where}: missing field {key!r}")
         return self.data[key]
 
-    def int(self, key: str, lo: int = 0, hi: int = MAX_RECORDS) -> int:
+    def get_int(self, key: str, lo: int = 0, hi: int = MAX_RECORDS) -> int:
         value = self._get(key)
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise CorruptDatasetError(
@@ -112,7 +112,7 @@ class _Doc:
             )
         return value
 
-    def str(self, key: str, pattern: re.Pattern[str] | None = None) -> str:
+    def get_str(self, key: str, pattern: re.Pattern[str] | None = None) -> str:
         value = self._get(key)
         if not isinstance(value, str) or (pattern is not None and not pattern.match(value)):
             raise CorruptDatasetError(f"{self.where}: invalid {key!r}: {value!r}")
@@ -124,13 +124,13 @@ class _Doc:
             raise CorruptDatasetError(f"{self.where}: invalid {key!r}: {value!r}")
         return value
 
-    def list(self, key: str) -> list[Any]:
+    def get_list(self, key: str) -> list[Any]:
         value = self._get(key)
         if not isinstance(value, list):
             raise CorruptDatasetError(f"{self.where}: field {key!r} must be a list")
         return value
 
-    def obj(self, key: str) -> _Doc:
+    def get_obj(self, key: str) -> _Doc:
         return _Doc(self._get(key), f"{self.where}.{key}")
 
 
@@ -147,12 +147,10 @@ class ObjectRef:
 
     @classmethod
     def from_doc(cls, doc: _Doc, expected_path: str) -> ObjectRef:
-        path = doc.str("path")
+        path = doc.get_str("path")
         if path != expected_path:
-            raise CorruptDatasetError(
-                f"{doc.where}: path {path!r} is not the expected {expected_path!r}"
-            )
-        return cls(path, doc.int("bytes", 0, MAX_OBJECT_BYTES), doc.str("sha256", _SHA256_RE))
+            raise CorruptDatasetError(f"{doc.where}: path {path!r} is not the expected {expected_path!r}")
+        return cls(path, doc.get_int("bytes", 0, MAX_OBJECT_BYTES), doc.get_str("sha256", _SHA256_RE))
 
 
 @dataclass(frozen=True)
@@ -199,15 +197,15 @@ class ChunkInfo:
     @classmethod
     def from_json(cls, data: object, where: str, key: str) -> ChunkInfo:
         doc = _Doc(data, where)
-        window = doc.list("window")
+        window = doc.get_list("window")
         if (
             len(window) != 2
             or not all(isinstance(w, int) and not isinstance(w, bool) for w in window)
             or not 0 <= window[0] < window[1] <= MAX_POSITION + 1
         ):
             raise CorruptDatasetError(f"{where}: invalid window {window!r}")
-        part = doc.int("part", 0, 9999)
-        path = doc.str("path")
+        part = doc.get_int("part", 0, 9999)
+        path = doc.get_str("path")
         expected = chunk_path(key, window[0], window[1], part)
         if path != expected:
             # Paths are derived, never trusted: this rejects '..', absolute
@@ -218,12 +216,12 @@ class ChunkInfo:
             window_start=window[0],
             window_end=window[1],
             part=part,
-            min_start=doc.int("min_start", 0, MAX_POSITION),
-            max_start=doc.int("max_start", 0, MAX_POSITION),
-            max_end=doc.int("max_end", 0, MAX_POSITION),
-            records=doc.int("records", 1, MAX_RECORDS),
-            bytes=doc.int("bytes", 1, MAX_OBJECT_BYTES),
-            sha256=doc.str("sha256", _SHA256_RE),
+            min_start=doc.get_int("min_start", 0, MAX_POSITION),
+            max_start=doc.get_int("max_start", 0, MAX_POSITION),
+            max_end=doc.get_int("max_end", 0, MAX_POSITION),
+            records=doc.get_int("records", 1, MAX_RECORDS),
+            bytes=doc.get_int("bytes", 1, MAX_OBJECT_BYTES),
+            sha256=doc.get_str("sha256", _SHA256_RE),
         )
         if not info.min_start <= info.max_start <= info.max_end and key != UNPLACED_KEY:
             raise CorruptDatasetError(f"{where}: inconsistent min_start/max_start/max_end")
@@ -253,12 +251,11 @@ class RefIndex:
     @classmethod
     def loads(cls, raw: bytes, where: str, name: str, key: str) -> RefIndex:
         doc = _Doc(_parse_json(raw, where), where)
-        check_version(doc.str("format_version"), where)
-        if doc.str("reference") != name or doc.str("key") != key:
+        check_version(doc.get_str("format_version"), where)
+        if doc.get_str("reference") != name or doc.get_str("key") != key:
             raise CorruptDatasetError(f"{where}: index is for another reference")
         chunks = tuple(
-            ChunkInfo.from_json(c, f"{where}: chunks[{i}]", key)
-            for i, c in enumerate(doc.list("chunks"))
+            ChunkInfo.from_json(c, f"{where}: chunks[{i}]", key) for i, c in enumerate(doc.get_list("chunks"))
         )
         if len({c.path for c in chunks}) != len(chunks):
             raise CorruptDatasetError(f"{where}: duplicate chunk paths")
@@ -291,8 +288,8 @@ class RefEntry:
     @classmethod
     def from_json(cls, data: object, where: str) -> RefEntry:
         doc = _Doc(data, where)
-        key = doc.str("key", _KEY_RE)
-        chunks = doc.int("chunks")
+        key = doc.get_str("key", _KEY_RE)
+        chunks = doc.get_int("chunks")
         raw_index = doc.data.get("index")
         index = None
         if raw_index is not None:
@@ -300,12 +297,12 @@ class RefEntry:
         elif chunks:
             raise CorruptDatasetError(f"{where}: has chunks but no index")
         return cls(
-            name=doc.str("name"),
+            name=doc.get_str("name"),
             key=key,
-            length=doc.int("length", 0, MAX_POSITION),
-            records=doc.int("records"),
+            length=doc.get_int("length", 0, MAX_POSITION),
+            records=doc.get_int("records"),
             chunks=chunks,
-            bytes=doc.int("bytes", 0, MAX_OBJECT_BYTES * 1024),
+            bytes=doc.get_int("bytes", 0, MAX_OBJECT_BYTES * 1024),
             index=index,
         )
 
@@ -378,21 +375,21 @@ class Manifest:
             UnsupportedVersionError: If it was written by a newer major version.
         """
         doc = _Doc(_parse_json(raw, where), where)
-        if doc.str("format") != FORMAT_NAME:
+        if doc.get_str("format") != FORMAT_NAME:
             raise CorruptDatasetError(f"{where}: not a BAMS3 manifest")
-        version = doc.str("format_version")
+        version = doc.get_str("format_version")
         check_version(version, where)
         refs = tuple(
             RefEntry.from_json(r, f"{where}: references[{i}]")
-            for i, r in enumerate(doc.list("references"))
+            for i, r in enumerate(doc.get_list("references"))
         )
         if len({r.name for r in refs}) != len(refs) or len({r.key for r in refs}) != len(refs):
             raise CorruptDatasetError(f"{where}: duplicate reference names or keys")
         return cls(
             references=refs,
-            header=ObjectRef.from_doc(doc.obj("header"), HEADER_NAME),
-            chunk_size=doc.int("chunk_size", MIN_CHUNK_SIZE, MAX_CHUNK_SIZE),
-            max_chunk_records=doc.int("max_chunk_records", 1, MAX_RECORDS),
+            header=ObjectRef.from_doc(doc.get_obj("header"), HEADER_NAME),
+            chunk_size=doc.get_int("chunk_size", MIN_CHUNK_SIZE, MAX_CHUNK_SIZE),
+            max_chunk_records=doc.get_int("max_chunk_records", 1, MAX_RECORDS),
             sample=doc.opt_str("sample"),
             source=doc.opt_str("source"),
             created_by=doc.opt_str("created_by") or "",

@@ -82,7 +82,7 @@ def _parse_decimal(text: str) -> tuple[int, str, int]:
     elif suffix:
         exp += {"k": 3, "m": 6, "g": 9}[suffix.lower()]
     n = n * 10**exp if exp >= 0 else n // 10**-exp
-    return (-n if sign == "-" else n), text[m.end():], digits
+    return (-n if sign == "-" else n), text[m.end() :], digits
 
 
 def parse_region(text: str, lengths: Mapping[str, int]) -> Region:
@@ -109,7 +109,7 @@ def parse_region(text: str, lengths: Mapping[str, int]) -> Region:
         if close < 0:
             raise RegionError(f"region {text!r}: mismatched braces")
         name = text[1:close]
-        rest = text[close + 1:]
+        rest = text[close + 1 :]
         if rest and not rest.startswith(":"):
             raise RegionError(f"region {text!r}: unexpected {rest!r} after '}}'")
         coords = rest[1:] if rest else None
@@ -118,12 +118,11 @@ def parse_region(text: str, lengths: Mapping[str, int]) -> Region:
         if colon < 0 or text in lengths:
             if colon >= 0 and text[:colon] in lengths:
                 raise RegionError(
-                    f"region {text!r} is ambiguous: use {{{text}}} or "
-                    f"{{{text[:colon]}}}{text[colon:]}"
+                    f"region {text!r} is ambiguous: use {{{text}}} or {{{text[:colon]}}}{text[colon:]}"
                 )
             name, coords = text, None
         else:
-            name, coords = text[:colon], text[colon + 1:]
+            name, coords = text[:colon], text[colon + 1 :]
     if name not in lengths:
         raise RegionError(f"region {text!r}: unknown reference {name!r}")
     length = lengths[name]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -48,8 +49,9 @@ def cigar_ref_length(cigar: str) -> int:
     return sum(int(n) for n, op in _CIGAR_OP_RE.findall(cigar) if op in _REF_OPS)
 
 
-def compute_end(pos: pa.Array | pa.ChunkedArray, flag: pa.Array | pa.ChunkedArray,
-                cigar: pa.Array | pa.ChunkedArray) -> pa.Array:
+def compute_end(
+    pos: pa.Array | pa.ChunkedArray, flag: pa.Array | pa.ChunkedArray, cigar: pa.Array | pa.ChunkedArray
+) -> pa.Array:
     """Compute the ``end`` column (htslib ``bam_endpos``, 1-based inclusive).
 
     Unmapped reads and alignments consuming no reference cover one base.
@@ -177,7 +179,7 @@ def float_tag_names(tags: str) -> list[str]:
     return [m.group(1) for m in FLOAT_FIELD_RE.finditer(tags)]
 
 
-def exact_float_tags(tags: str, values: dict[str, object]) -> str:
+def exact_float_tags(tags: str, values: Mapping[str, object]) -> str:
     """Rewrite ``f``/``B:f`` values of a tags string with their exact float32 text.
 
     htslib's ``%g`` text is kept where it already reads back to the same
@@ -199,9 +201,7 @@ def exact_float_tags(tags: str, values: dict[str, object]) -> str:
             return f"{lead}{tag}:f:{text}"
         printed = body.split(",")[1:] if body.startswith(",") else []
         items = list(value)  # type: ignore[call-overload]
-        texts = [
-            p if same_f32(p, v) else _f32_text(v) for p, v in zip(printed, items, strict=True)
-        ]
+        texts = [p if same_f32(p, v) else _f32_text(v) for p, v in zip(printed, items, strict=True)]
         return f"{lead}{tag}:B:f" + "".join("," + t for t in texts)
 
     return FLOAT_FIELD_RE.sub(fix, tags)
@@ -227,14 +227,16 @@ def _f32_text(value: float) -> str:
         return "nan"
     if np.isinf(f):
         return "inf" if f > 0 else "-inf"
-    return np.format_float_positional(f, unique=True, trim="-") if (
-        f == 0 or 1e-4 <= abs(f) < 1e16
-    ) else np.format_float_scientific(f, unique=True, trim="-")
+    return (
+        np.format_float_positional(f, unique=True, trim="-")
+        if (f == 0 or 1e-4 <= abs(f) < 1e16)
+        else np.format_float_scientific(f, unique=True, trim="-")
+    )
 
 
 def _g_text(text: str) -> str:
     # htslib prints aux floats as C's "%g" of the float promoted to double.
-    return "%g" % float(np.float32(text))
+    return f"{float(np.float32(text)):g}"
 
 
 def sam_tags_text(tags: str) -> str:
@@ -284,6 +286,8 @@ def sam_lines(table: pa.Table, exact_floats: bool = False) -> pa.Array:
     body = pc.binary_join_element_wise(*cols, tab)
     with_tags = pc.binary_join_element_wise(body, tags, tab)
     empty = pc.equal(pc.utf8_length(tags), 0)
-    return pc.if_else(empty, body, with_tags).combine_chunks() if isinstance(
-        body, pa.ChunkedArray
-    ) else pc.if_else(empty, body, with_tags)
+    return (
+        pc.if_else(empty, body, with_tags).combine_chunks()
+        if isinstance(body, pa.ChunkedArray)
+        else pc.if_else(empty, body, with_tags)
+    )

@@ -38,16 +38,23 @@ COLUMNS: tuple[str, ...] = tuple(f.name for f in RECORD_FIELDS)
 
 #: The eleven mandatory SAM fields in SAM order (``end`` is derived, not SAM).
 SAM_COLUMNS: tuple[str, ...] = (
-    "qname", "flag", "rname", "pos", "mapq", "cigar",
-    "rnext", "pnext", "tlen", "seq", "qual",
+    "qname",
+    "flag",
+    "rname",
+    "pos",
+    "mapq",
+    "cigar",
+    "rnext",
+    "pnext",
+    "tlen",
+    "seq",
+    "qual",
 )
 
 #: Columns a positional job (count, coverage without mate correction) needs.
 POSITION_COLUMNS: tuple[str, ...] = ("rname", "pos", "end", "flag", "mapq")
 
-INT_COLUMNS: frozenset[str] = frozenset(
-    f.name for f in RECORD_FIELDS if pa.types.is_integer(f.type)
-)
+INT_COLUMNS: frozenset[str] = frozenset(f.name for f in RECORD_FIELDS if pa.types.is_integer(f.type))
 
 
 def project(columns: list[str] | tuple[str, ...] | None) -> list[str]:
@@ -66,9 +73,7 @@ def project(columns: list[str] | tuple[str, ...] | None) -> list[str]:
         return list(COLUMNS)
     unknown = sorted(set(columns) - set(COLUMNS))
     if unknown:
-        raise ValueError(
-            f"unknown column(s) {', '.join(unknown)}; columns are {', '.join(COLUMNS)}"
-        )
+        raise ValueError(f"unknown column(s) {', '.join(unknown)}; columns are {', '.join(COLUMNS)}")
     wanted = set(columns)
     return [c for c in COLUMNS if c in wanted]
 
