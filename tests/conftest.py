@@ -4,6 +4,7 @@ samtools oracles and one session-scoped local SparkSession."""
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 import subprocess
@@ -24,6 +25,8 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
+# moto's server logs every request at INFO: keep test failure output readable.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def conformance_files() -> list[Path]:

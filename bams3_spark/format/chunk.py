@@ -32,8 +32,12 @@ COLUMN_ENCODINGS = {
     **dict.fromkeys(("pos", "end", "pnext", "tlen"), "DELTA_BINARY_PACKED"),
     **dict.fromkeys(("qname", "seq", "qual", "tags"), "DELTA_LENGTH_BYTE_ARRAY"),
 }
-#: A chunk may not claim to decompress to more than this (decompression bombs).
+#: A chunk may not claim to decompress to more than this (decompression bombs),
+#: nor to more than a base allowance plus a generous per-record allowance (a
+#: 100 kbp long read with its qualities is well under 1 MiB).
 MAX_UNCOMPRESSED_BYTES = 4 << 30
+UNCOMPRESSED_BASE_BYTES = 64 << 20
+UNCOMPRESSED_BYTES_PER_RECORD = 2 << 20
 META_PREFIX = b"bams3."
 
 
@@ -78,15 +82,62 @@ def encode_chunk(table: pa.Table, rname: str, window: tuple[int, int], part: int
     return sink.getvalue()
 
 
-def _open(source: bytes | IO[bytes], where: str) -> pq.ParquetFile:
+class _TrackedFile:
+    """A file object that remembers the storage error it raised, if any.
+
+    Arrow reports both damaged data and failing reads as ``OSError``; this
+    tells them apart: a storage failure propagates as itself, anything else
+    Arrow raises is damage.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.error: BaseException | None = None
+        self.closed = False
+
+    def _call(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(self.raw, name)(*args)
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    def read(self, n: int = -1) -> bytes:
+        return self._call("read", n)  # type: ignore[no-any-return]
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._call("seek", offset, whence)  # type: ignore[no-any-return]
+
+    def tell(self) -> int:
+        return self._call("tell")  # type: ignore[no-any-return]
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _damage(exc: BaseException, source: Any, where: str, what: str) -> BaseException:
+    if isinstance(source, _TrackedFile) and source.error is not None:
+        return source.error
+    return CorruptDatasetError(f"{where}: {what} ({str(exc).splitlines()[0] if str(exc) else exc!r})")
+
+
+def _open(source: Any, where: str) -> pq.ParquetFile:
     try:
         pf = pq.ParquetFile(
             pa.py_buffer(source) if isinstance(source, bytes) else source,
             page_checksum_verification=True,
         )
-    except (pa.ArrowException, ValueError) as exc:
-        # Storage failures (plain OSError from the file object) propagate.
-        raise CorruptDatasetError(f"{where}: not a valid chunk object ({exc})") from None
+    except (pa.ArrowException, ValueError, OSError) as exc:
+        raise _damage(exc, source, where, "not a valid chunk object") from None
     meta = pf.metadata
     file_schema = pf.schema_arrow
     for field in RECORD_SCHEMA:
@@ -100,8 +151,14 @@ def _open(source: bytes | IO[bytes], where: str) -> pq.ParquetFile:
         group = meta.row_group(rg)
         for c in range(group.num_columns):
             claimed += group.column(c).total_uncompressed_size
-    if claimed > MAX_UNCOMPRESSED_BYTES:
-        raise CorruptDatasetError(f"{where}: chunk claims {claimed} uncompressed bytes")
+    limit = min(
+        MAX_UNCOMPRESSED_BYTES, UNCOMPRESSED_BASE_BYTES + meta.num_rows * UNCOMPRESSED_BYTES_PER_RECORD
+    )
+    if claimed > limit:
+        raise CorruptDatasetError(
+            f"{where}: chunk claims {claimed} uncompressed bytes for {meta.num_rows} records "
+            f"(limit {limit}): refusing a possible decompression bomb"
+        )
     return pf
 
 
@@ -134,6 +191,8 @@ def decode_chunk(
         if actual != expected_sha256:
             raise ChecksumError(f"{where}: checksum mismatch (object damaged or replaced)")
     names = project(columns)
+    if not isinstance(source, bytes):
+        source = _TrackedFile(source)
     pf = _open(source, where)
     if expected_records is not None and pf.metadata.num_rows != expected_records:
         raise CorruptDatasetError(
@@ -141,8 +200,8 @@ def decode_chunk(
         )
     try:
         table = pf.read(columns=names, use_threads=False)
-    except (pa.ArrowException, ValueError) as exc:
-        raise CorruptDatasetError(f"{where}: damaged chunk object ({exc})") from None
+    except (pa.ArrowException, ValueError, OSError) as exc:
+        raise _damage(exc, source, where, "damaged chunk object") from None
     if table.num_rows != pf.metadata.num_rows:
         raise CorruptDatasetError(f"{where}: short read")
     return table.replace_schema_metadata(None)
