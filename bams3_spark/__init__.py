@@ -5,8 +5,28 @@ See README.md for the user guide and FORMAT.md for the on-disk format.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from bams3_spark.dataset import open_dataset  # noqa: E402 - after __version__, which modules import
+if TYPE_CHECKING:
+    from bams3_spark.dataset import open_dataset
 
-__all__ = ["__version__", "open_dataset"]
+__all__ = ["__version__", "open_dataset", "register"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use (PEP 562): pyarrow and fsspec take ~0.5 s to
+    # import, which every `bams3` command would otherwise pay at startup.
+    if name == "open_dataset":
+        from bams3_spark.dataset import open_dataset
+
+        return open_dataset
+    raise AttributeError(f"module 'bams3_spark' has no attribute {name!r}")
+
+
+def register(spark: object) -> None:
+    """Register the ``bams3`` Spark data source on ``spark`` (see ``bams3_spark.spark``)."""
+    from bams3_spark.spark.datasource import register as _register
+
+    _register(spark)

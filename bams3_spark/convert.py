@@ -29,7 +29,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bams3_spark import __version__
-from bams3_spark.bam import BamInfo, inspect_bam, lines_table, local_bam, open_bam, stream_windows, window_table
+from bams3_spark.bam import (
+    BamInfo,
+    inspect_bam,
+    lines_table,
+    local_bam,
+    open_bam,
+    stream_windows,
+    window_table,
+)
 from bams3_spark.exceptions import (
     DatasetExistsError,
     InputFormatError,
@@ -38,8 +46,8 @@ from bams3_spark.exceptions import (
 )
 from bams3_spark.format.chunk import encode_chunk, sha256_hex
 from bams3_spark.format.manifest import (
-    DEFAULT_CHUNK_SIZE,
     DATA_DIR,
+    DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CHUNK_RECORDS,
     HEADER_NAME,
     INDEX_DIR,
@@ -156,9 +164,13 @@ def write_window(
     return infos
 
 
-def _run_window_task(
+def run_window_task(
     bam_path: str, storage: Storage, task: WindowTask, max_records: int
 ) -> tuple[str, list[ChunkInfo]]:
+    """Convert the windows of one task from a local indexed BAM; return (key, chunk infos).
+
+    Also the unit of work of the Spark job (``bams3_spark.spark.convert_job``).
+    """
     infos: list[ChunkInfo] = []
     with open_bam(bam_path) as bam:
         try:
@@ -412,12 +424,12 @@ def _convert_indexed(
     tasks = plan_tasks(info, size, workers)
     if workers == 1 or len(tasks) == 1:
         for task in tasks:
-            key, infos = _run_window_task(bam_path, storage, task, max_records)
+            key, infos = run_window_task(bam_path, storage, task, max_records)
             by_key[key].extend(infos)
             report(infos)
         return
     with _pool(workers) as pool:
-        futures = [pool.submit(_run_window_task, bam_path, storage, t, max_records) for t in tasks]
+        futures = [pool.submit(run_window_task, bam_path, storage, t, max_records) for t in tasks]
         try:
             for fut in cf.as_completed(futures):
                 key, infos = fut.result()

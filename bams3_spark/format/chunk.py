@@ -191,9 +191,8 @@ def decode_chunk(
         if actual != expected_sha256:
             raise ChecksumError(f"{where}: checksum mismatch (object damaged or replaced)")
     names = project(columns)
-    if not isinstance(source, bytes):
-        source = _TrackedFile(source)
-    pf = _open(source, where)
+    tracked: bytes | _TrackedFile = source if isinstance(source, bytes) else _TrackedFile(source)
+    pf = _open(tracked, where)
     if expected_records is not None and pf.metadata.num_rows != expected_records:
         raise CorruptDatasetError(
             f"{where}: holds {pf.metadata.num_rows} records, index says {expected_records}"
@@ -201,7 +200,7 @@ def decode_chunk(
     try:
         table = pf.read(columns=names, use_threads=False)
     except (pa.ArrowException, ValueError, OSError) as exc:
-        raise _damage(exc, source, where, "damaged chunk object") from None
+        raise _damage(exc, tracked, where, "damaged chunk object") from None
     if table.num_rows != pf.metadata.num_rows:
         raise CorruptDatasetError(f"{where}: short read")
     return table.replace_schema_metadata(None)

@@ -61,8 +61,22 @@ class Region:
         return pos <= self.end and end > self.start
 
 
+def _wrap64(n: int) -> int:
+    """Return ``n`` as C's ``long long`` arithmetic leaves it (two's complement wrap)."""
+    return ((n + (1 << 63)) % (1 << 64)) - (1 << 63)
+
+
+def _wrap32(n: int) -> int:
+    return ((n + (1 << 31)) % (1 << 32)) - (1 << 31)
+
+
 def _parse_decimal(text: str) -> tuple[int, str, int]:
     """Parse like htslib's ``hts_parse_decimal`` with thousands separators.
+
+    htslib accumulates digits in a 64-bit ``long long`` (and the exponent in
+    an ``int``) without overflow checks; the wraparound is reproduced, so
+    huge coordinates select what samtools selects, and an exponent such as
+    ``1e999999999`` costs nothing (``10**64`` is 0 modulo ``2**64``).
 
     Returns:
         (value, rest of the string, number of digits read).
@@ -75,22 +89,34 @@ def _parse_decimal(text: str) -> tuple[int, str, int]:
     digits = len(int_digits) + len(frac)
     if digits == 0:
         return 0, text, 0
-    n = int(int_digits + frac or "0")
-    exp = -len(frac)
+    n = _wrap64(int(int_digits + frac))
+    exp = 0
     if e_mark:
-        exp += int(e_val) if e_val not in ("", "+", "-") else 0
+        e_digits = e_val.lstrip("+-")
+        exp = _wrap32(int(e_digits)) if e_digits else 0
+        if e_val.startswith("-"):
+            exp = _wrap32(-exp)
     elif suffix:
-        exp += {"k": 3, "m": 6, "g": 9}[suffix.lower()]
-    n = n * 10**exp if exp >= 0 else n // 10**-exp
-    return (-n if sign == "-" else n), text[m.end() :], digits
+        exp = {"k": 3, "m": 6, "g": 9}[suffix.lower()]
+    exp = _wrap32(exp - len(frac))
+    if exp > 0:
+        n = 0 if exp >= 64 else _wrap64(n * 10**exp)
+    else:
+        for _ in range(min(-exp, 25)):  # n is 0 after at most 20 divisions
+            n = abs(n) // 10 * (-1 if n < 0 else 1)  # C division truncates toward 0
+    return (_wrap64(-n) if sign == "-" else n), text[m.end() :], digits
 
 
-def parse_region(text: str, lengths: Mapping[str, int]) -> Region:
+def parse_region(text: str, lengths: Mapping[str, int], clamp: bool = True) -> Region:
     """Parse one samtools region string against the references of a dataset.
 
     Args:
         text: The region, e.g. ``chr1:1,000-2,000`` or ``{HLA-A*01:01}:5-9``.
         lengths: Reference name to length, in header order.
+        clamp: Clamp the interval to the reference length. With False the
+            interval is htslib's own (``chr1`` is ``[0, 2**63 - 1)``), which
+            matters for reads extending past the reference end: samtools
+            finds them with a region past the end.
 
     Returns:
         The region, 0-based half-open, clamped to the reference length.
@@ -108,11 +134,12 @@ def parse_region(text: str, lengths: Mapping[str, int]) -> Region:
         close = text.find("}")
         if close < 0:
             raise RegionError(f"region {text!r}: mismatched braces")
-        name = text[1:close]
-        rest = text[close + 1 :]
-        if rest and not rest.startswith(":"):
-            raise RegionError(f"region {text!r}: unexpected {rest!r} after '}}'")
-        coords = rest[1:] if rest else None
+        if text[close + 1 : close + 2] == ":":
+            name, coords = text[1:close], text[close + 2 :]
+        else:
+            # htslib drops the first and the last character: "{weird{name}}"
+            # names "weird{name}", and "{chr1}x" names "chr1}".
+            name, coords = text[1:-1], None
     else:
         colon = text.rfind(":")
         if colon < 0 or text in lengths:
@@ -125,7 +152,7 @@ def parse_region(text: str, lengths: Mapping[str, int]) -> Region:
             name, coords = text[:colon], text[colon + 1 :]
     if name not in lengths:
         raise RegionError(f"region {text!r}: unknown reference {name!r}")
-    length = lengths[name]
+    length = lengths[name] if clamp else POS_MAX
     if coords is None:
         return Region(name, 0, length)
     start, end = _parse_coords(text, coords)
@@ -135,27 +162,28 @@ def parse_region(text: str, lengths: Mapping[str, int]) -> Region:
 
 
 def _parse_coords(text: str, coords: str) -> tuple[int, int]:
+    # The coordinate part of htslib's hts_parse_region, step by step.
     value, rest, _ = _parse_decimal(coords)
-    beg = value - 1
-    end = POS_MAX
+    beg = _wrap64(value - 1)
     if beg < 0:
         if beg != -1 and rest.startswith("-") and coords:
             raise RegionError(f"region {text!r}: coordinates must be > 0")
-        if rest == "" or rest[0].isdigit():
-            return 0, (POS_MAX if beg == -1 else -(beg + 1))
+        if rest == "" or rest[0].isdigit() or rest[0] == ",":
+            # "chr1:-100" is "chr1:1-100".
+            return 0, (POS_MAX if beg == -1 else _wrap64(-(beg + 1)))
         if beg < -1:
             raise RegionError(f"region {text!r}: unexpected {rest!r}")
-        beg = 0
+        beg = 0  # "chr1:0-0": htslib's iterator clamps a start of -1 to 0
     if rest == "":
         end = POS_MAX
     elif rest.startswith("-"):
         end, tail, _ = _parse_decimal(rest[1:])
         if tail:
             raise RegionError(f"region {text!r}: unexpected {tail!r} after the end")
-        if end == 0:
-            end = POS_MAX
     else:
         raise RegionError(f"region {text!r}: unexpected {rest!r}")
+    if end == 0:
+        end = POS_MAX  # "chr1:100-" runs to the end
     if beg >= end:
         raise RegionError(f"region {text!r}: end {end} is before start {beg + 1}")
     return beg, end

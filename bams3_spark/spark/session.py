@@ -7,6 +7,7 @@ laptop; ``spark-submit --master ...`` or ``SPARK_MASTER`` pick a cluster.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 #: Settings the package relies on (also in conf/spark-defaults.conf).
@@ -40,6 +41,9 @@ def get_session(
 
     builder = SparkSession.builder.appName(app_name)
     active = SparkSession.getActiveSession()
+    # Python workers default to "python3" on PATH, which may lack this package
+    # and pyarrow: use this interpreter unless spark-submit or the user chose.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     chosen = master or os.environ.get("SPARK_MASTER")
     if chosen:
         builder = builder.master(chosen)
