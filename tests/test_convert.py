@@ -317,3 +317,31 @@ def test_killed_conversion_is_incomplete_and_rerun_succeeds(tmp_path: Path) -> N
     assert rerun.returncode == 0, rerun.stderr
     assert open_dataset(str(out)).manifest.records == 150_000
     assert open_dataset(str(out)).validate() == []
+
+
+def test_progress_line_on_a_terminal_only(multi_bam: Path, tmp_path: Path) -> None:
+    import pty
+
+    out = tmp_path / "tty.bams3"
+    cmd = [sys.executable, "-m", "bams3_spark", "convert", "--chunk-size", "256K", str(multi_bam), str(out)]
+    primary, secondary = pty.openpty()
+    proc = subprocess.run(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=secondary, timeout=120
+    )
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            block = os.read(primary, 65536)
+        except OSError:
+            break
+        if not block:
+            break
+        shown += block
+    os.close(primary)
+    assert proc.returncode == 0
+    assert b"reads" in shown and b"chunks" in shown and b"MB/s" in shown
+    piped = _cli(["convert", "--overwrite", "--chunk-size", "256K", str(multi_bam), str(out)])
+    assert "MB/s" not in piped.stderr  # not a terminal: summary only
+    quiet = _cli(["convert", "--quiet", "--overwrite", "--chunk-size", "256K", str(multi_bam), str(out)])
+    assert quiet.stderr == ""
