@@ -1,0 +1,60 @@
+"""Cohort region query: ``spark-submit jobs/query.py --region REGION DATASET... --out OUT``.
+
+Per-sample counts (``--count``) or records of one or more regions across many
+BAMS3 datasets, written to OUT as Parquet, CSV, or one SAM file per sample
+(``--format sam``). The work is done by :func:`bams3_spark.spark.query_job.run_query`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bams3_spark.cli import storage_options
+from bams3_spark.spark.query_job import FORMATS, run_job, run_query
+
+PROG = "jobs/query.py"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The job's command line."""
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Query a region across many BAMS3 datasets (a cohort) with Spark."
+    )
+    p.add_argument("datasets", nargs="+", metavar="DATASET", help="dataset path, URL or glob (quote globs)")
+    p.add_argument("--region", action="append", default=[], metavar="REGION",
+                   help="samtools region, e.g. chr17:43044295-43125364 (repeatable; default: every record)")
+    p.add_argument("--out", required=True, metavar="OUT", help="output directory (SAM: also s3:// prefix)")
+    p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default parquet)")
+    p.add_argument("--count", action="store_true", help="write per-sample record counts instead of records")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    g = p.add_argument_group("storage")
+    g.add_argument("--s3-endpoint", metavar="URL",
+                   help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    g.add_argument("--anon", action="store_true", help="anonymous S3 access (public buckets)")
+    g.add_argument("--profile", help="AWS profile name from ~/.aws/config")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the job; return the exit status (0 done, 1 error, 2 usage)."""
+    args = build_parser().parse_args(argv)
+    return run_job(
+        PROG,
+        lambda: run_query(
+            args.datasets,
+            args.out,
+            regions=args.region,
+            fmt=args.format,
+            count=args.count,
+            overwrite=args.overwrite,
+            storage_options=storage_options(args),
+        ),
+        debug=args.debug,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
