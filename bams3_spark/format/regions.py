@@ -34,7 +34,8 @@ class Region:
     Attributes:
         rname: Reference name, or ``*`` for unplaced unmapped reads.
         start: 0-based first base.
-        end: 0-based exclusive end, clamped to the reference length.
+        end: 0-based exclusive end, clamped to the reference length (see
+            :func:`parse_region`).
     """
 
     rname: str
@@ -119,7 +120,8 @@ def parse_region(text: str, lengths: Mapping[str, int], clamp: bool = True) -> R
             finds them with a region past the end.
 
     Returns:
-        The region, 0-based half-open, clamped to the reference length.
+        The region, 0-based half-open (clamped to the reference length unless
+        ``clamp`` is False).
 
     Raises:
         RegionError: If the string is malformed, the reference unknown, the
