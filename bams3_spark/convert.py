@@ -21,7 +21,8 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,6 +165,17 @@ def write_window(
     return infos
 
 
+@contextmanager
+def _closing_quietly(bam: Any) -> Iterator[Any]:
+    # After a read error htslib fails close() too ("Closing failed"); that
+    # second error must not replace the first, which names the problem.
+    try:
+        yield bam
+    finally:
+        with suppress(OSError):
+            bam.close()
+
+
 def run_window_task(
     bam_path: str, storage: Storage, task: WindowTask, max_records: int
 ) -> tuple[str, list[ChunkInfo]]:
@@ -172,7 +184,7 @@ def run_window_task(
     Also the unit of work of the Spark job (``bams3_spark.spark.convert_job``).
     """
     infos: list[ChunkInfo] = []
-    with open_bam(bam_path) as bam:
+    with _closing_quietly(open_bam(bam_path)) as bam:
         try:
             for start in task.starts:
                 if task.rname == UNPLACED_NAME:
