@@ -25,11 +25,40 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not cluster and not slow' tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check bams3_spark jobs tests benchmarks
+	$(VENV)/bin/ruff check bams3_spark jobs tests benchmarks tools docker
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# `make dist`: what clusters need (docs/sections/deploy.md):
+#   $(DIST)/bams3_spark-*.whl          the package (pip install on nodes, e.g. conf/emr/bootstrap.sh)
+#   $(DIST)/requirements-runtime.txt   its dependencies except pyspark (the cluster's Spark has it)
+#   $(DIST)/constraints.txt            the versions of this venv (tested), pinned for every install
+#                                      (also spares pip minutes of backtracking through boto3 releases)
+#   $(DIST)/env.tar.gz                 a venv-pack archive of both, for
+#       spark-submit --archives $(DIST)/env.tar.gz#environment \
+#                    --conf spark.pyspark.python=./environment/bin/python ...
+#     (with PYSPARK_PYTHON=./environment/bin/python). venv-pack does not copy Python itself:
+#     build it with the Python the nodes have at the same path (make dist PYTHON=/usr/bin/python3.11).
+#   $(DIST)/jobs/*.py                  the job scripts to upload next to them
+# DIST_EXTRAS adds packages to the archive, e.g. gcsfs for gs:// datasets on Dataproc.
+DIST ?= dist
+DIST_EXTRAS ?=
+dist: $(STAMP)
+	rm -rf $(DIST)/env $(DIST)/env.tar.gz $(DIST)/bams3_spark-*.whl $(DIST)/requirements-runtime.txt \
+		$(DIST)/constraints.txt $(DIST)/jobs
+	$(PY) -m build --wheel --outdir $(DIST) .
+	rm -rf build
+	$(PY) tools/runtime_requirements.py $(DIST)/bams3_spark-*.whl > $(DIST)/requirements-runtime.txt
+	$(PY) -m pip freeze --exclude-editable | grep -v ' @ ' > $(DIST)/constraints.txt
+	$(PYTHON) -m venv $(DIST)/env
+	$(DIST)/env/bin/python -m pip install -q -r $(DIST)/requirements-runtime.txt -c $(DIST)/constraints.txt \
+		$(DIST_EXTRAS)
+	$(DIST)/env/bin/python -m pip install -q --no-deps $(DIST)/bams3_spark-*.whl
+	$(VENV)/bin/venv-pack -q -p $(DIST)/env -o $(DIST)/env.tar.gz
+	rm -rf $(DIST)/env
+	mkdir -p $(DIST)/jobs && cp jobs/*.py $(DIST)/jobs/
 
 clean:
 	rm -rf $(VENV) $(DEMO) build dist *.egg-info

@@ -18,6 +18,11 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.python.worker.reuse": "true",
     "spark.sql.session.timeZone": "UTC",
     "spark.ui.showConsoleProgress": "false",
+}
+#: Only when this module picks local mode itself: keep the embedded driver on
+#: loopback (a laptop's hostname may not resolve). A driver submitted to a
+#: cluster must advertise an address its executors can reach, so never there.
+LOCAL_CONF: dict[str, str] = {
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.driver.host": "127.0.0.1",
 }
@@ -45,14 +50,24 @@ def get_session(
     # and pyarrow: use this interpreter unless spark-submit or the user chose.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     chosen = master or os.environ.get("SPARK_MASTER")
+    settings = dict(DEFAULT_CONF)
     if chosen:
         builder = builder.master(chosen)
-    elif active is None and "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
+        if chosen.startswith("local"):
+            settings.update(LOCAL_CONF)
+    elif (
+        active is None
+        and "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", "")
+        # Under spark-submit the JVM (and its --master) already exists, but
+        # SparkConf() cannot see it before a SparkContext: never override it.
+        and "PYSPARK_GATEWAY_PORT" not in os.environ
+    ):
         from pyspark import SparkConf
 
         if not SparkConf().contains("spark.master"):
             builder = builder.master("local[*]")
-    for key, value in {**DEFAULT_CONF, **(conf or {})}.items():
+            settings.update(LOCAL_CONF)
+    for key, value in {**settings, **(conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     for key in ("spark.sql.python.filterPushdown.enabled", "spark.sql.execution.arrow.pyspark.enabled"):
