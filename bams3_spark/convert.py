@@ -207,13 +207,15 @@ def run_window_task(
 def plan_tasks(info: BamInfo, chunk_size: int, workers: int) -> list[WindowTask]:
     """Cut references into windows and group them into balanced tasks.
 
-    References without reads (per the index statistics) get no task.
+    The index statistics only weight the tasks: every reference and the
+    unplaced reads are planned, since a BAI without statistics reports 0 reads.
     """
     windows: list[tuple[int, str, str, int, int, float]] = []
     for tid, (name, length) in enumerate(info.references):
-        reads = info.mapped_per_ref[tid] if info.mapped_per_ref else 1
-        if not reads:
-            continue
+        # A reference the index statistics call empty is still planned: a BAI
+        # without statistics pseudo-bins reports 0 everywhere, and skipping
+        # would lose its reads silently. An empty window costs one index lookup.
+        reads = max(info.mapped_per_ref[tid], 1) if info.mapped_per_ref else 1
         n_windows = max(1, -(-length // chunk_size))
         per_window = reads / n_windows
         for w in range(n_windows):
@@ -230,8 +232,8 @@ def plan_tasks(info: BamInfo, chunk_size: int, workers: int) -> list[WindowTask]
         if nxt is None or nxt[0] != tid or load >= target:
             tasks.append(WindowTask(tid, name, key, tuple(group), chunk_size, length))
             group, load = [], 0.0
-    if info.unplaced is None or info.unplaced > 0:
-        tasks.append(WindowTask(-1, UNPLACED_NAME, UNPLACED_KEY, (0,), chunk_size, 0))
+    # Always planned, for the same reason: the index's count may be missing.
+    tasks.append(WindowTask(-1, UNPLACED_NAME, UNPLACED_KEY, (0,), chunk_size, 0))
     return tasks
 
 
@@ -404,9 +406,6 @@ def convert(
             raise UnsortedInputError(
                 f"{input_url}: header says SO:{info.sort_order}; run 'samtools sort' first"
             )
-        if info.has_index and info.mapped_per_ref is not None and not allow_empty:
-            if sum(info.mapped_per_ref) + (info.unplaced or 0) == 0:
-                raise InputFormatError(f"{input_url}: no records (header only)")
         prepare_output(storage, overwrite)
         bar = Progress(progress, sum(info.mapped_per_ref or ()) + (info.unplaced or 0) or None)
         by_key: dict[str, list[ChunkInfo]] = defaultdict(list)
