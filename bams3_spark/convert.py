@@ -91,9 +91,7 @@ def parse_size(text: str | int) -> int:
         except ValueError:
             raise InvalidArgumentError(f"--chunk-size {text!r}: not a size (e.g. 1M, 256K)") from None
     if not MIN_CHUNK_SIZE <= value <= MAX_CHUNK_SIZE:
-        raise InvalidArgumentError(
-            f"--chunk-size {text!r}: must be between 256K and 4M (bp), got {value}"
-        )
+        raise InvalidArgumentError(f"--chunk-size {text!r}: must be between 256K and 4M (bp), got {value}")
     return value
 
 
@@ -194,9 +192,7 @@ def run_window_task(
                     window = (start, min(start + task.chunk_size, task.length))
                     table = window_table(bam, task.rname, window[0], window[1])
                 if table.num_rows:
-                    infos.extend(
-                        write_window(storage, table, task.rname, task.key, window, max_records)
-                    )
+                    infos.extend(write_window(storage, table, task.rname, task.key, window, max_records))
         except OSError as exc:
             if isinstance(exc, FileNotFoundError | PermissionError) or "://" in str(exc):
                 raise
@@ -411,9 +407,13 @@ def convert(
         by_key: dict[str, list[ChunkInfo]] = defaultdict(list)
         try:
             if info.has_index:
-                _convert_indexed(bam_path, storage, info, size, n_workers, max_chunk_records, by_key, bar.update)
+                _convert_indexed(
+                    bam_path, storage, info, size, n_workers, max_chunk_records, by_key, bar.update
+                )
             else:
-                _convert_stream(bam_path, storage, info, size, n_workers, max_chunk_records, by_key, bar.update)
+                _convert_stream(
+                    bam_path, storage, info, size, n_workers, max_chunk_records, by_key, bar.update
+                )
         finally:
             bar.close()
         if not allow_empty and not any(by_key.values()):
@@ -453,7 +453,13 @@ def _convert_indexed(
 
 
 def _encode_batch(
-    storage: Storage, table_lines: list[str], rname: str, key: str, window: tuple[int, int], part: int, max_records: int
+    storage: Storage,
+    table_lines: list[str],
+    rname: str,
+    key: str,
+    window: tuple[int, int],
+    part: int,
+    max_records: int,
 ) -> tuple[str, list[ChunkInfo]]:
     table = lines_table(table_lines)
     return key, write_window(storage, table, rname, key, window, max_records, first_part=part)
@@ -504,6 +510,8 @@ def _convert_stream(
 
         for batch in batches:
             rname, key, window, part = job(batch.tid, batch.window_start)
-            pending.add(pool.submit(_encode_batch, storage, batch.lines, rname, key, window, part, max_records))
+            pending.add(
+                pool.submit(_encode_batch, storage, batch.lines, rname, key, window, part, max_records)
+            )
             drain(2 * workers)  # bound memory: at most 2 batches queued per worker
         drain(0)

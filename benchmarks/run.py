@@ -28,8 +28,11 @@ def main() -> int:
     if not bam.exists():
         missing = [t for t in ("samtools", "minimap2", "dwgsim") if shutil.which(t) is None]
         if missing:
-            print(f"bench: the bench BAM needs {', '.join(missing)} "
-                  f"(apt-get install -y samtools minimap2 dwgsim)", file=sys.stderr)
+            print(
+                f"bench: the bench BAM needs {', '.join(missing)} "
+                f"(apt-get install -y samtools minimap2 dwgsim)",
+                file=sys.stderr,
+            )
             return 1
         subprocess.run(["bash", str(SHARED), str(bam.parent)], check=True)
     for tool in ("samtools", "mosdepth"):
@@ -39,8 +42,10 @@ def main() -> int:
     dataset = out / "bench.bams3"
     bams3 = Path(sys.executable).parent / "bams3"
     if not (dataset / "bams3.json").exists():
-        subprocess.run([str(bams3), "convert", "--workers", "2", "--overwrite", "--quiet", str(bam), str(dataset)],
-                       check=True)
+        subprocess.run(
+            [str(bams3), "convert", "--workers", "2", "--overwrite", "--quiet", str(bam), str(dataset)],
+            check=True,
+        )
     py = sys.executable
     runs = [
         [py, "bench_convert.py", str(bam), str(out / "convert")],
