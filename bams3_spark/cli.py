@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bams3_spark import query_cli
 
     query_cli.add_parsers(sub, _add_storage_flags)
+    from bams3_spark import coverage_cli
+
+    coverage_cli.add_parsers(sub, _add_storage_flags)
     return parser
 
 

@@ -1,0 +1,99 @@
+"""Distributed coverage: ``spark-submit jobs/coverage.py DATASET... [--by N] --out OUT``.
+
+Per-base depth as run-length intervals (default) or mean depth per ``--by N``
+window, over one or many samples, with mosdepth's rules (or ``--fast-mode`` /
+``--samtools``); written as Parquet, CSV or bedGraph. The work is done by
+:func:`bams3_spark.spark.coverage_job.run_coverage`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from bams3_spark.cli import storage_options
+from bams3_spark.exceptions import Bams3Error
+from bams3_spark.spark.coverage_job import FORMATS, coverage_options, run_coverage
+from bams3_spark.spark.session import get_session
+
+PROG = "jobs/coverage.py"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _flag(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a FLAG value (decimal or 0x hex), got {text!r}") from None
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"FLAG value {text!r} is out of range 0..65535")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The job's command line."""
+    p = argparse.ArgumentParser(prog=PROG, description="Read depth of BAMS3 datasets with Spark.")
+    p.add_argument("datasets", nargs="+", metavar="DATASET", help="dataset prefixes (one sample each)")
+    p.add_argument("--out", required=True, help="output directory (local path or URL Spark can write)")
+    p.add_argument("--by", type=_positive, metavar="N",
+                   help="mean depth per N-base window (default: per-base runs)")
+    p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default parquet)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--fast-mode", action="store_true",
+                      help="mosdepth -x: whole read span, no mate correction")
+    mode.add_argument("--samtools", action="store_true", help="samtools depth rules (no mate correction)")
+    p.add_argument("--count-deletions", action="store_true", help="count deletions (samtools depth -J)")
+    p.add_argument("--mapq", type=int, default=0, metavar="Q", help="ignore reads with MAPQ < Q")
+    p.add_argument("--flag-exclude", type=_flag, default=None, metavar="F",
+                   help="ignore reads with any of these bits (default 1796)")
+    p.add_argument("--flag-include", type=_flag, default=0, metavar="F",
+                   help="only reads with one of these bits")
+    p.add_argument("--master",
+                   help="Spark master (default: spark-submit's, else SPARK_MASTER, else local[*])")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    g = p.add_argument_group("storage")
+    g.add_argument("--s3-endpoint", metavar="URL",
+                   help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    g.add_argument("--anon", action="store_true", help="anonymous S3 access (public buckets)")
+    g.add_argument("--profile", help="AWS profile name from ~/.aws/config")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the job; return the exit status (0 done, 1 error, 2 usage)."""
+    args = build_parser().parse_args(argv)
+    try:
+        options = coverage_options(
+            fast_mode=args.fast_mode, samtools=args.samtools, mapq=args.mapq, flag_exclude=args.flag_exclude,
+            flag_include=args.flag_include, count_deletions=args.count_deletions,
+        )
+        spark = get_session(master=args.master, app_name="bams3-coverage")
+        run_coverage(
+            spark, args.datasets, args.out, by=args.by, fmt=args.format, options=options,
+            overwrite=args.overwrite, **storage_options(args),
+        )
+    except (Bams3Error, OSError, ValueError) as exc:
+        if args.debug or os.environ.get("BAMS3_DEBUG") == "1":
+            traceback.print_exc()
+        text = " ".join(str(exc).splitlines()[0].split()) if str(exc).strip() else type(exc).__name__
+        print(f"{PROG}: error: {text}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: coverage of {len(args.datasets)} dataset(s) written ({args.format})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
