@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 DEMO    = demo-data
 
-.PHONY: venv demo test test-fast lint typecheck bench dist clean
+.PHONY: venv demo test test-fast lint typecheck bench dist readme clean
 
 venv: $(STAMP)
 
@@ -59,6 +59,11 @@ dist: $(STAMP)
 	$(VENV)/bin/venv-pack -q -p $(DIST)/env -o $(DIST)/env.tar.gz
 	rm -rf $(DIST)/env
 	mkdir -p $(DIST)/jobs && cp jobs/*.py $(DIST)/jobs/
+
+# README.md is assembled from the per-feature guides in docs/sections (edit those).
+SECTIONS = 00_intro convert query spark spark_convert coverage deploy 80_performance 90_reference
+readme:
+	cat $(SECTIONS:%=docs/sections/%.md) > README.md
 
 clean:
 	rm -rf $(VENV) $(DEMO) build dist *.egg-info
