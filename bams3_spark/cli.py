@@ -34,7 +34,8 @@ def storage_options(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
-def _add_storage_flags(p: argparse.ArgumentParser) -> None:
+def add_storage_flags(p: argparse.ArgumentParser) -> None:
+    """Add the common S3 flags (``--s3-endpoint``, ``--anon``, ``--profile``) to a parser."""
     g = p.add_argument_group("storage")
     g.add_argument(
         "--s3-endpoint", metavar="URL", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)"
@@ -77,23 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at OUT")
     p.add_argument("--allow-empty", action="store_true", help="accept a BAM without records")
     p.add_argument("--quiet", action="store_true", help="no progress display")
-    _add_storage_flags(p)
+    add_storage_flags(p)
 
     p = sub.add_parser("info", help="describe a dataset")
     p.add_argument("dataset")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    _add_storage_flags(p)
+    add_storage_flags(p)
 
     p = sub.add_parser("validate", help="verify every checksum and count of a dataset")
     p.add_argument("dataset")
-    _add_storage_flags(p)
+    add_storage_flags(p)
 
     from bams3_spark import query_cli
 
-    query_cli.add_parsers(sub, _add_storage_flags)
+    query_cli.add_parsers(sub, add_storage_flags)
     from bams3_spark import coverage_cli
 
-    coverage_cli.add_parsers(sub, _add_storage_flags)
+    coverage_cli.add_parsers(sub, add_storage_flags)
     return parser
 
 

@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from bams3_spark.cli import storage_options
+from bams3_spark.cli import add_storage_flags, storage_options
 from bams3_spark.exceptions import Bams3Error
 from bams3_spark.spark.coverage_job import FORMATS, coverage_options, run_coverage
 from bams3_spark.spark.session import get_session
@@ -64,11 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master",
                    help="Spark master (default: spark-submit's, else SPARK_MASTER, else local[*])")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    g = p.add_argument_group("storage")
-    g.add_argument("--s3-endpoint", metavar="URL",
-                   help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
-    g.add_argument("--anon", action="store_true", help="anonymous S3 access (public buckets)")
-    g.add_argument("--profile", help="AWS profile name from ~/.aws/config")
+    add_storage_flags(p)
     return p
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from bams3_spark.cli import storage_options
+from bams3_spark.cli import add_storage_flags, storage_options
 from bams3_spark.spark.query_job import FORMATS, run_job, run_query
 
 PROG = "jobs/query.py"
@@ -30,11 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", action="store_true", help="write per-sample record counts instead of records")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    g = p.add_argument_group("storage")
-    g.add_argument("--s3-endpoint", metavar="URL",
-                   help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
-    g.add_argument("--anon", action="store_true", help="anonymous S3 access (public buckets)")
-    g.add_argument("--profile", help="AWS profile name from ~/.aws/config")
+    add_storage_flags(p)
     return p
 
 
