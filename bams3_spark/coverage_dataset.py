@@ -28,7 +28,6 @@ import concurrent.futures as cf
 import io
 import multiprocessing
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +57,7 @@ from bams3_spark.coverage import (
 from bams3_spark.dataset import ChunkRef, Dataset, open_dataset
 from bams3_spark.exceptions import InvalidArgumentError, RegionError
 from bams3_spark.format.regions import Region
+from bams3_spark.parallel import ordered_map
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -308,7 +308,7 @@ def compute_slice(
     for table in _read_ahead(chunks, required_columns(options)):
         acc.add(_shift(table, offset))
     full = acc.finish()
-    local = full.depth[start - offset: end - offset]
+    local = full.depth[start - offset : end - offset]
     rd = ReferenceDepth(
         rname, end - start, local, has_records=full.has_records, n_passing=full.n_passing, options=options
     )
@@ -487,29 +487,10 @@ def _run_in_order(tasks: Sequence[_Task], workers: int) -> Iterator[_Result]:
         for t in tasks:
             yield _run_task(t)
         return
-    pool = _pool(min(workers, len(tasks)))
-    pending: deque[cf.Future[_Result]] = deque()
-    try:
-        it = iter(tasks)
-        for t in it:
-            pending.append(pool.submit(_run_task, t))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            res = pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(_run_task, nxt))
-            yield res
-    finally:
-        for f in pending:
-            f.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+    yield from ordered_map(_run_task, tasks, _pool(min(workers, len(tasks))), workers)
 
 
-def _plan(
-    datasets: Sequence[Dataset], region: str | None
-) -> list[tuple[Dataset, str, Region | None]]:
+def _plan(datasets: Sequence[Dataset], region: str | None) -> list[tuple[Dataset, str, Region | None]]:
     """(dataset, reference, region) of every slice, datasets in order, references in header order."""
     out: list[tuple[Dataset, str, Region | None]] = []
     for ds in datasets:
@@ -606,8 +587,9 @@ def coverage_table(
 def empty_coverage_table(per_base: bool) -> pa.Table:
     """An empty table with the schema of :func:`coverage_table`."""
     value = ("depth", pa.int32()) if per_base else ("mean_depth", pa.float64())
-    return pa.schema([("sample", pa.string()), ("rname", pa.string()), ("start", pa.int32()),
-                      ("end", pa.int32()), value]).empty_table()
+    return pa.schema(
+        [("sample", pa.string()), ("rname", pa.string()), ("start", pa.int32()), ("end", pa.int32()), value]
+    ).empty_table()
 
 
 # --------------------------------------------------------------------------
@@ -642,8 +624,9 @@ class _RegionFiles:
     handled by :class:`_PerBaseFile`; this writes the windows / BED regions,
     thresholds and a summary of the region."""
 
-    def __init__(self, prefix: str, by: int | list[BedRegion] | None, thresholds: Sequence[int],
-                 precision: int) -> None:
+    def __init__(
+        self, prefix: str, by: int | list[BedRegion] | None, thresholds: Sequence[int], precision: int
+    ) -> None:
         from pysam.libcbgzf import BGZFile
 
         self.prefix = prefix
@@ -653,8 +636,9 @@ class _RegionFiles:
         self._regions = BGZFile(prefix + ".regions.bed.gz", "wb", None) if by is not None else None
         self._thr = BGZFile(prefix + ".thresholds.bed.gz", "wb", None) if self._thresholds else None
         if self._thr is not None:
-            self._thr.write(("#chrom\tstart\tend\tregion" + "".join(f"\t{t}X" for t in self._thresholds)
-                             + "\n").encode())
+            self._thr.write(
+                ("#chrom\tstart\tend\tregion" + "".join(f"\t{t}X" for t in self._thresholds) + "\n").encode()
+            )
         self._summary = open(prefix + ".mosdepth.summary.txt", "w", encoding="utf-8")
         self._summary.write("chrom\tlength\tbases\tmean\tmin\tmax\n")
         self._length = 0
@@ -667,23 +651,33 @@ class _RegionFiles:
 
     def add(self, sl: DepthSlice) -> None:
         if self._by is not None:
-            regs = (_window_regions(sl, self._by) if isinstance(self._by, int)
-                    else sorted(_local_regions(sl, self._by), key=lambda r: r.start))
+            regs = (
+                _window_regions(sl, self._by)
+                if isinstance(self._by, int)
+                else sorted(_local_regions(sl, self._by), key=lambda r: r.start)
+            )
             means = region_means_table(sl.depth, regs).column("mean_depth").to_pylist()
             assert self._regions is not None
-            self._regions.write("".join(
-                f"{sl.rname}\t{r.start + sl.start}\t{r.end + sl.start}\t" + (f"{r.name}\t" if r.name else "")
-                + self._fmt(m) + "\n"
-                for r, m in zip(regs, means, strict=True)
-            ).encode())
+            self._regions.write(
+                "".join(
+                    f"{sl.rname}\t{r.start + sl.start}\t{r.end + sl.start}\t"
+                    + (f"{r.name}\t" if r.name else "")
+                    + self._fmt(m)
+                    + "\n"
+                    for r, m in zip(regs, means, strict=True)
+                ).encode()
+            )
             if self._thr is not None:
                 thr = thresholds_table(sl.depth, regs, self._thresholds)
                 rows = zip(*(thr.column(f"{t}X").to_pylist() for t in self._thresholds), strict=True)
-                self._thr.write("".join(
-                    f"{sl.rname}\t{r.start + sl.start}\t{r.end + sl.start}\t{r.name or 'unknown'}\t"
-                    + "\t".join(map(str, row)) + "\n"
-                    for r, row in zip(regs, rows, strict=True)
-                ).encode())
+                self._thr.write(
+                    "".join(
+                        f"{sl.rname}\t{r.start + sl.start}\t{r.end + sl.start}\t{r.name or 'unknown'}\t"
+                        + "\t".join(map(str, row))
+                        + "\n"
+                        for r, row in zip(regs, rows, strict=True)
+                    ).encode()
+                )
         d = sl.depth.depth
         length = len(d)
         bases = int(d.sum(dtype=np.int64))
@@ -821,7 +815,8 @@ def write_coverage(
     try:
         for sample, p in prefixes.items():
             writers[sample] = (
-                _RegionFiles(p, spec, thr, precision) if region is not None
+                _RegionFiles(p, spec, thr, precision)
+                if region is not None
                 else MosdepthWriter(p, by=spec, thresholds=thr or None, per_base=False, precision=precision)
             )
             if per_base:
@@ -829,13 +824,18 @@ def write_coverage(
         for i, (ds, rname, reg) in enumerate(plan):
             w = writers.get(ds.sample)
             part = f"{prefixes[ds.sample]}.per-base.bed.gz.part{i:06d}" if w and per_base else None
-            tasks.append(_Task(
-                ds, rname, reg, opts,
-                keep_depth=isinstance(w, _RegionFiles),
-                per_base_path=part,
-                plan=w.plan() if isinstance(w, MosdepthWriter) else None,
-                reduce=reduce_slice,
-            ))
+            tasks.append(
+                _Task(
+                    ds,
+                    rname,
+                    reg,
+                    opts,
+                    keep_depth=isinstance(w, _RegionFiles),
+                    per_base_path=part,
+                    plan=w.plan() if isinstance(w, MosdepthWriter) else None,
+                    reduce=reduce_slice,
+                )
+            )
         for res in _run_in_order(tasks, n_workers):
             w = writers.get(res.sample)
             if isinstance(w, _RegionFiles):
@@ -880,9 +880,16 @@ def mate_rows_schema() -> pa.Schema:
     """Schema of the mate rows of :class:`ChunkPartial` (pending and groups)."""
     return pa.schema(
         [
-            ("qname", pa.string()), ("flag", pa.int32()), ("pos", pa.int32()), ("end", pa.int32()),
-            ("mapq", pa.int32()), ("cigar", pa.string()), ("rnext", pa.string()), ("pnext", pa.int32()),
-            ("row", pa.int32()), ("typ", pa.int8()),
+            ("qname", pa.string()),
+            ("flag", pa.int32()),
+            ("pos", pa.int32()),
+            ("end", pa.int32()),
+            ("mapq", pa.int32()),
+            ("cigar", pa.string()),
+            ("rnext", pa.string()),
+            ("pnext", pa.int32()),
+            ("row", pa.int32()),
+            ("typ", pa.int8()),
         ]
     )
 
@@ -1019,14 +1026,14 @@ def chunk_partial(table: pa.Table, rname: str, ref_length: int, options: Coverag
     keep_b = (typ[b] == _S1) | ((typ[b] == _S2) & (typ[a] == _E))
     final[two[keep_b]] = b[keep_b]
     for g in np.flatnonzero(counts >= 3).tolist():
-        members = order[ptr[g]: ptr[g + 1]].tolist()
+        members = order[ptr[g] : ptr[g + 1]].tolist()
         state = _final_state(None, typ[members].tolist(), members)
         final[g] = -1 if state is None else state
     stored = np.sort(final[final >= 0])
     if len(stored) != n_pending:
         raise RuntimeError(f"{rname}: mate state disagrees with the counting engine")
     s2_first = np.flatnonzero(typ[first] == _S2)
-    group_rows = np.sort(np.concatenate([first] + [order[ptr[g]: ptr[g + 1]] for g in s2_first.tolist()]))
+    group_rows = np.sort(np.concatenate([first] + [order[ptr[g] : ptr[g + 1]] for g in s2_first.tolist()]))
     group_rows = np.unique(group_rows)
 
     def mate_table(idx: I64) -> pa.Table:
@@ -1121,7 +1128,9 @@ def mate_corrections(
 
 
 def _junction_deltas(
-    rname: str, ref_length: int, options: CoverageOptions,
+    rname: str,
+    ref_length: int,
+    options: CoverageOptions,
     junctions: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]],
 ) -> list[tuple[int, I32]]:
     """Count every junction (stored read + later rows) apart, in disjoint slots of one array."""
@@ -1141,8 +1150,13 @@ def _junction_deltas(
 
         def moved(r: dict[str, Any], i: int = i, shift: int = shift) -> dict[str, Any]:
             # A name per junction: junctions of one name must not meet.
-            return {**{k: r[k] for k in _MATE_FIELDS}, "qname": str(i), "pos": r["pos"] + shift,
-                    "end": r["end"] + shift, "pnext": r["pnext"] + shift}
+            return {
+                **{k: r[k] for k in _MATE_FIELDS},
+                "qname": str(i),
+                "pos": r["pos"] + shift,
+                "end": r["end"] + shift,
+                "pnext": r["pnext"] + shift,
+            }
 
         together += [moved(mate)] + [moved(r) for r in rows]
         later += [moved(r) for r in rows]
@@ -1163,7 +1177,7 @@ def _junction_deltas(
         n = min(span, ref_length - lo)
         if n <= 0:
             continue
-        d = delta[b: b + n]
+        d = delta[b : b + n]
         if d.any():
             out.append((lo, d.astype(np.int32)))
     return out

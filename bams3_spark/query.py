@@ -40,7 +40,7 @@ import gzip
 import io
 import threading
 import warnings
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,6 +63,7 @@ from bams3_spark.format.manifest import MAX_POSITION, UNPLACED_NAME
 from bams3_spark.format.regions import Region, parse_region
 from bams3_spark.format.schema import COLUMNS, INT_COLUMNS, project, subschema
 from bams3_spark.io import Storage, storage_for_file
+from bams3_spark.parallel import ordered_map
 
 #: Bytes read from the end of a chunk object to get its Parquet footer in one
 #: request. Footers of 13-column, one-row-group chunks are about 2.5 KB, but
@@ -910,27 +911,7 @@ def _ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -
         for item in items:
             yield fn(item)
         return
-    it = iter(items)
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="bams3-query")
-    pending: deque[Future[Any]] = deque()
-    try:
-        for item in it:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            result = pending.popleft().result()
-            nxt = next(it, _DONE)
-            if nxt is not _DONE:
-                pending.append(pool.submit(fn, nxt))
-            yield result
-    finally:
-        for fut in pending:
-            fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-_DONE = object()
+    yield from ordered_map(fn, items, ThreadPoolExecutor(workers, thread_name_prefix="bams3-query"), workers)
 
 
 def _check_workers(workers: int) -> int:
