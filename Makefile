@@ -63,7 +63,7 @@ dist: $(STAMP)
 # README.md is assembled from the per-feature guides in docs/sections (edit those).
 SECTIONS = 00_intro convert query spark spark_convert coverage deploy 80_performance 90_reference
 readme:
-	cat $(SECTIONS:%=docs/sections/%.md) > README.md
+	for s in $(SECTIONS); do cat docs/sections/$$s.md; echo; done > README.md
 
 clean:
 	rm -rf $(VENV) $(DEMO) build dist *.egg-info
