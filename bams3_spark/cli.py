@@ -34,6 +34,28 @@ def storage_options(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def flag_value(text: str) -> int:
+    """An argparse type: a SAM FLAG mask in decimal or hexadecimal (``0x904``), as samtools accepts."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a FLAG value (decimal or 0x hex), got {text!r}") from None
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"FLAG value {text!r} is out of range 0..65535")
+    return value
+
+
 def add_storage_flags(p: argparse.ArgumentParser) -> None:
     """Add the common S3 flags (``--s3-endpoint``, ``--anon``, ``--profile``) to a parser."""
     g = p.add_argument_group("storage")

@@ -12,18 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bams3_spark.cli import command, storage_options
-
-
-def _flag(text: str) -> int:
-    """A SAM FLAG mask in decimal or hexadecimal (``0x904``), as samtools accepts."""
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a FLAG value (decimal or 0x hex), got {text!r}") from None
-    if not 0 <= value <= 0xFFFF:
-        raise argparse.ArgumentTypeError(f"FLAG value {text!r} is out of range 0..65535")
-    return value
+from bams3_spark.cli import command, flag_value, storage_options
 
 
 def _mapq(text: str) -> int:
@@ -84,9 +73,9 @@ def add_parsers(sub: Any, add_storage_flags: Callable[[argparse.ArgumentParser],
     p.add_argument("-J", "--count-deletions", action="store_true",
                    help="count deletions as covered (samtools depth -J; needs --samtools)")
     p.add_argument("-Q", "--mapq", type=_mapq, default=0, metavar="Q", help="ignore reads with MAPQ < Q")
-    p.add_argument("-F", "--flag-exclude", type=_flag, default=None, metavar="F",
+    p.add_argument("-F", "--flag-exclude", type=flag_value, default=None, metavar="F",
                    help="ignore reads with any of these FLAG bits (default 1796)")
-    p.add_argument("-i", "--flag-include", type=_flag, default=0, metavar="F",
+    p.add_argument("-i", "--flag-include", type=flag_value, default=0, metavar="F",
                    help="only reads with at least one of these FLAG bits")
     p.add_argument("--plot", metavar="PNG",
                    help="also draw depth along the region (or the references with reads), a line per dataset")

@@ -13,20 +13,10 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import IO, Any
 
-from bams3_spark.cli import command, storage_options
+from bams3_spark.cli import command, positive_int, storage_options
 
 DEFAULT_PARALLEL = 16
 _CHUNK_URL_RE = re.compile(r"^(?P<root>.+)/data/(?P<key>[^/]+)/(?P<name>[^/]+\.chunk)$")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -84,7 +74,7 @@ def add_parsers(sub: Any, add_storage_flags: Callable[[argparse.ArgumentParser],
     )
     p.add_argument(
         "--parallel",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_PARALLEL,
         metavar="N",
         help=f"concurrent chunk reads (default {DEFAULT_PARALLEL})",
@@ -98,7 +88,7 @@ def add_parsers(sub: Any, add_storage_flags: Callable[[argparse.ArgumentParser],
     p.add_argument("output", metavar="OUT.bam|OUT.sam", help="output file ('-' for SAM on stdout)")
     p.add_argument(
         "--parallel",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_PARALLEL,
         metavar="N",
         help=f"concurrent chunk reads (default {DEFAULT_PARALLEL})",

@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from bams3_spark.cli import add_storage_flags, storage_options
+from bams3_spark.cli import add_storage_flags, flag_value, positive_int, storage_options
 from bams3_spark.exceptions import Bams3Error
 from bams3_spark.spark.coverage_job import FORMATS, coverage_options, run_coverage
 from bams3_spark.spark.session import get_session
@@ -22,32 +22,12 @@ from bams3_spark.spark.session import get_session
 PROG = "jobs/coverage.py"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _flag(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a FLAG value (decimal or 0x hex), got {text!r}") from None
-    if not 0 <= value <= 0xFFFF:
-        raise argparse.ArgumentTypeError(f"FLAG value {text!r} is out of range 0..65535")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The job's command line."""
     p = argparse.ArgumentParser(prog=PROG, description="Read depth of BAMS3 datasets with Spark.")
     p.add_argument("datasets", nargs="+", metavar="DATASET", help="dataset prefixes (one sample each)")
     p.add_argument("--out", required=True, help="output directory (local path or URL Spark can write)")
-    p.add_argument("--by", type=_positive, metavar="N",
+    p.add_argument("--by", type=positive_int, metavar="N",
                    help="mean depth per N-base window (default: per-base runs)")
     p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default parquet)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -57,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--samtools", action="store_true", help="samtools depth rules (no mate correction)")
     p.add_argument("--count-deletions", action="store_true", help="count deletions (samtools depth -J)")
     p.add_argument("--mapq", type=int, default=0, metavar="Q", help="ignore reads with MAPQ < Q")
-    p.add_argument("--flag-exclude", type=_flag, default=None, metavar="F",
+    p.add_argument("--flag-exclude", type=flag_value, default=None, metavar="F",
                    help="ignore reads with any of these bits (default 1796)")
-    p.add_argument("--flag-include", type=_flag, default=0, metavar="F",
+    p.add_argument("--flag-include", type=flag_value, default=0, metavar="F",
                    help="only reads with one of these bits")
     p.add_argument("--master",
                    help="Spark master (default: spark-submit's, else SPARK_MASTER, else local[*])")
