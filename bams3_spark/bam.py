@@ -27,7 +27,7 @@ from bams3_spark.format.sam import (
     sam_lines,
     same_f32,
 )
-from bams3_spark.io import storage_for_file
+from bams3_spark.io import replacing, storage_for_file
 
 _FLOAT_MARKERS = (":f:", ":B:f")
 
@@ -242,20 +242,21 @@ def write_bam(path: str, header_text: str, tables: Iterable[pa.Table], threads: 
     The SAM text fed to htslib keeps exact aux floats, so floats survive the
     round trip bit for bit.
     """
-    with tempfile.NamedTemporaryFile("w", suffix=".sam", delete=False) as tmp:
-        tmp.write(header_text)
+    with tempfile.TemporaryDirectory(prefix="bams3-bam-") as work, replacing(path) as out:
+        # htslib encodes from SAM text; the text goes to a scratch file first so a
+        # read error mid-way leaves no BAM (and ``replacing`` no partial ``path``).
+        sam = os.path.join(work, "records.sam")
         n = 0
-        for table in tables:
-            if table.num_rows:
-                tmp.write("\n".join(sam_lines(table, exact_floats=True).to_pylist()))
-                tmp.write("\n")
-                n += table.num_rows
-    try:
-        args = ["-b", "--no-PG", "-@", str(max(1, threads)), "-o", path, tmp.name]
+        with open(sam, "w") as tmp:
+            tmp.write(header_text)
+            for table in tables:
+                if table.num_rows:
+                    tmp.write("\n".join(sam_lines(table, exact_floats=True).to_pylist()))
+                    tmp.write("\n")
+                    n += table.num_rows
+        args = ["-b", "--no-PG", "-@", str(max(1, threads)), "-o", out, sam]
         try:
             pysam.view(*args, catch_stdout=False)
         except pysam.SamtoolsError as exc:
             raise OSError(f"{path}: cannot write BAM ({_first_line(exc)})") from None
-    finally:
-        os.unlink(tmp.name)
     return n

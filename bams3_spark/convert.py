@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -66,7 +66,9 @@ from bams3_spark.format.manifest import (
     index_path,
     reference_key,
 )
-from bams3_spark.io import Storage
+from bams3_spark.io import Storage, shared_storage
+
+_T = TypeVar("_T")
 
 #: Aim for this many tasks per worker so that uneven windows still balance.
 TASKS_PER_WORKER = 4
@@ -440,7 +442,10 @@ def _convert_indexed(
             report(infos)
         return
     with _pool(workers) as pool:
-        futures = [pool.submit(run_window_task, bam_path, storage, t, max_records) for t in tasks]
+        futures = [
+            pool.submit(_in_worker, run_window_task, storage, bam_path, task=t, max_records=max_records)
+            for t in tasks
+        ]
         try:
             for fut in cf.as_completed(futures):
                 key, infos = fut.result()
@@ -450,6 +455,11 @@ def _convert_indexed(
             for f in futures:
                 f.cancel()
             raise
+
+
+def _in_worker(fn: Callable[..., _T], storage: Storage, *args: Any, **kwargs: Any) -> _T:
+    """Run ``fn`` in a pool worker with the worker's shared Storage (one client per process, not per task)."""
+    return fn(*args, storage=shared_storage(storage.url, **storage.options), **kwargs)
 
 
 def _encode_batch(
@@ -511,7 +521,8 @@ def _convert_stream(
         for batch in batches:
             rname, key, window, part = job(batch.tid, batch.window_start)
             pending.add(
-                pool.submit(_encode_batch, storage, batch.lines, rname, key, window, part, max_records)
+                pool.submit(_in_worker, _encode_batch, storage, table_lines=batch.lines, rname=rname, key=key,
+                            window=window, part=part, max_records=max_records)
             )
             drain(2 * workers)  # bound memory: at most 2 batches queued per worker
         drain(0)

@@ -343,7 +343,9 @@ class Dataset:
         tables = self.query_batches(regions, None, filter, workers, regions_file=regions_file)
         text = self.header if header else None
         if isinstance(out, (str, os.PathLike)):
-            with open(out, "wb") as fh:
+            from bams3_spark.io import replacing
+
+            with replacing(out) as tmp, open(tmp, "wb") as fh:
                 return write_sam(fh, tables, text)
         return write_sam(out, tables, text)
 

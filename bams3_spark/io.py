@@ -15,8 +15,11 @@ Errors stay :class:`OSError` subclasses (``FileNotFoundError``,
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
+import stat
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,6 +83,12 @@ def redact(options: dict[str, Any]) -> dict[str, Any]:
         k: ("***" if any(s in k.lower() for s in _SECRET_KEYS) and k != "endpoint_url" else v)
         for k, v in options.items()
     }
+
+
+#: Per-process Storage objects, see :func:`shared_storage`.
+_SHARED: dict[tuple[int, str, str], Storage] = {}
+_SHARED_LOCK = threading.Lock()
+_SHARED_MAX = 256
 
 
 class Storage:
@@ -194,14 +203,8 @@ class Storage:
         try:
             if self.is_local:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-                try:
-                    with open(tmp, "wb") as fh:
-                        fh.write(data)
-                    os.replace(tmp, path)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+                with replacing(path) as tmp, open(tmp, "wb") as fh:
+                    fh.write(data)
             else:
                 self.fs.pipe_file(path, data)
         except Exception as exc:  # noqa: BLE001
@@ -264,6 +267,56 @@ class Storage:
             except Exception as exc:  # noqa: BLE001
                 raise self._wrap(exc, rel, "download") from exc
             yield dest
+
+
+@contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[str]:
+    """Yield a temporary path to write instead of ``path``; it becomes ``path`` if the block succeeds.
+
+    A write that fails or is interrupted leaves ``path`` as it was (absent, or
+    the old file) and removes the temporary: never a half-written output that
+    looks finished. Outputs that are not regular files (``/dev/stdout``, a
+    FIFO) cannot be renamed over and are written in place.
+
+    Args:
+        path: The local file to (re)place.
+    """
+    path = os.fspath(path)
+    try:
+        special = not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        special = False
+    if special:
+        yield path
+        return
+    folder, name = os.path.split(os.path.abspath(path))
+    # Hidden, next to the output: the same file system, so the rename is atomic.
+    tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def shared_storage(url: str, **storage_options: Any) -> Storage:
+    """Return this process's Storage for ``url`` and options, creating it once.
+
+    Work that arrives pickled (process-pool tasks, Spark tasks) would otherwise
+    build a new client per unit of work: about 0.1 s of CPU for S3 (botocore
+    loads its service model), more than writing a small chunk costs. One
+    client per process and prefix is shared by threads, as fsspec allows.
+    """
+    options = normalize_options(split_url(url)[0], storage_options)
+    key = (os.getpid(), url, json.dumps(options, sort_keys=True, default=repr))
+    with _SHARED_LOCK:
+        found = _SHARED.get(key)
+        if found is None:
+            if len(_SHARED) >= _SHARED_MAX:
+                _SHARED.clear()
+            found = _SHARED[key] = Storage(url, **storage_options)
+        return found
 
 
 def storage_for_file(url: str, **storage_options: Any) -> tuple[Storage, str]:

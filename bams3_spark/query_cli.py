@@ -114,10 +114,13 @@ def add_parsers(sub: Any, add_storage_flags: Callable[[argparse.ArgumentParser],
 
 
 def _open_output(stack: ExitStack, path: str | None) -> IO[bytes]:
+    """Standard output, or ``path`` written under a temporary name until the command succeeds."""
+    from bams3_spark.io import replacing
+
     if path is None or path == "-":
         return sys.stdout.buffer
     try:
-        return stack.enter_context(open(path, "wb"))
+        return stack.enter_context(open(stack.enter_context(replacing(path)), "wb"))
     except OSError as exc:
         raise OSError(f"{path}: cannot write ({exc.strerror or exc})") from None
 

@@ -90,6 +90,22 @@ def multi_bam(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def two_ref_bam(multi_bam: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """chr1 and chr2 of ``multi_bam`` (2 references, 8 chunks at 256K): cheap to write and read on S3."""
+    out = tmp_path_factory.mktemp("two") / "two.bam"
+    with pysam.AlignmentFile(str(multi_bam)) as src:
+        header = src.header.to_dict()
+        header["SQ"] = header["SQ"][:2]
+        with pysam.AlignmentFile(str(out), "wb", header=header) as dst:
+            for name in ("chr1", "chr2"):
+                for rec in src.fetch(name):
+                    if rec.next_reference_id <= 1:
+                        dst.write(rec)
+    pysam.index(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
     """One local[2] SparkSession for the whole test session."""
     from bams3_spark.spark.session import get_session

@@ -77,7 +77,7 @@ from bams3_spark.convert import (
 )
 from bams3_spark.exceptions import Bams3Error, InputFormatError, InvalidArgumentError
 from bams3_spark.format.manifest import DEFAULT_MAX_CHUNK_RECORDS, UNPLACED_NAME, ChunkInfo, Manifest
-from bams3_spark.io import Storage, split_url, storage_for_file
+from bams3_spark.io import Storage, shared_storage, split_url, storage_for_file
 
 #: Environment variable of the failure-injection test hook (see the module docstring).
 FAIL_TASK_ENV = "BAMS3_FAIL_TASK"
@@ -505,21 +505,10 @@ def _fetch_into(storage: Storage, name: str, fh: Any, lo: int, hi: int) -> int:
 # Per executor process (Python workers are reused): every task of a sample
 # needs the same index and header bytes, so each is downloaded once, and the
 # same storage clients (an S3 client takes ~0.4 s to create).
-_STORAGE_CACHE: dict[tuple[str, str], Storage] = {}
 _INDEX_CACHE: dict[tuple[str, int], str] = {}
 _HEADER_CACHE: dict[tuple[str, int], bytes] = {}
 _CACHE_LOCK = threading.Lock()
 _CACHE_DIR: list[str] = []
-
-
-def _storage(url: str, options: dict[str, Any]) -> Storage:
-    key = (url, repr(sorted(options.items())))
-    with _CACHE_LOCK:
-        if key not in _STORAGE_CACHE:
-            if len(_STORAGE_CACHE) > 256:
-                _STORAGE_CACHE.clear()
-            _STORAGE_CACHE[key] = Storage(url, **options)
-        return _STORAGE_CACHE[key]
 
 
 def _cached_header(source: BamSource, storage: Storage, name: str) -> tuple[bytes, int]:
@@ -564,7 +553,7 @@ def _task_bam(task: SliceTask) -> Iterator[tuple[str, int]]:
         yield src.local_path, 0
         return
     folder, name = posixpath.split(src.url)
-    storage = _storage(folder, src.storage_options)
+    storage = shared_storage(folder, **src.storage_options)
     with tempfile.TemporaryDirectory(prefix="bams3-slice-") as tmp:
         stub = os.path.join(tmp, "input.bam")
         end = src.header_bytes
@@ -595,7 +584,7 @@ def run_slice_task(task: SliceTask) -> TaskResult:
     chunks: dict[str, list[ChunkInfo]] = defaultdict(list)
     try:
         with _task_bam(task) as (path, fetched):
-            output = _storage(task.output_url, task.output_options)
+            output = shared_storage(task.output_url, **task.output_options)
             for wt in task.windows:
                 try:
                     key, infos = run_window_task(path, output, wt, task.max_records)

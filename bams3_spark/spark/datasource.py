@@ -60,7 +60,6 @@ if TYPE_CHECKING:
     from bams3_spark.dataset import Dataset
     from bams3_spark.format.manifest import ChunkInfo
     from bams3_spark.format.regions import Region
-    from bams3_spark.io import Storage
 
 #: The format name: ``spark.read.format(SOURCE_NAME)``.
 SOURCE_NAME = "bams3"
@@ -579,22 +578,6 @@ class ChunkPartition(InputPartition):
     predicates: tuple[Predicate, ...] = ()
 
 
-_STORAGE_CACHE: dict[tuple[str, str], Storage] = {}
-
-
-def _storage(url: str, options: Mapping[str, Any]) -> Storage:
-    """Return a Storage for ``url``, reused across partitions of a Python worker."""
-    from bams3_spark.io import Storage
-
-    key = (url, json.dumps(dict(options), sort_keys=True, default=str))
-    storage = _STORAGE_CACHE.get(key)
-    if storage is None:
-        if len(_STORAGE_CACHE) >= 64:
-            _STORAGE_CACHE.clear()
-        storage = _STORAGE_CACHE[key] = Storage(url, **options)
-    return storage
-
-
 class Bams3ScanReader(DataSourceReader):
     """Reads chunk objects as Arrow batches; prunes by the region options.
 
@@ -704,6 +687,7 @@ class Bams3ScanReader(DataSourceReader):
 
         from bams3_spark.dataset import ChunkRef
         from bams3_spark.format.schema import COLUMNS
+        from bams3_spark.io import shared_storage
 
         needed = {c for c in self._columns if c != SAMPLE_COLUMN}
         needed |= {p.column for p in partition.predicates}
@@ -711,7 +695,7 @@ class Bams3ScanReader(DataSourceReader):
             needed |= {"pos", "end"}
         table: pa.Table | None = None
         if needed:
-            storage = _storage(partition.dataset_url, self._storage_options)
+            storage = shared_storage(partition.dataset_url, **self._storage_options)
             chunk = ChunkRef(storage, partition.rname, partition.info)
             table = chunk.read([c for c in COLUMNS if c in needed])
             mask = None

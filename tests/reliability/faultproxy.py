@@ -3,8 +3,10 @@
 Requests are forwarded to the upstream endpoint unchanged; a :class:`Fault`
 plan decides, per request, whether to answer with an S3 error (500, 503,
 ``SlowDown``), reset the connection, cut a response body short while still
-announcing its full length, or add latency. Every decision is counted, so tests
-can assert the faults really happened.
+announcing its full length, add latency, or hold a request unanswered and
+never forward it (``hang``: the client is stuck mid-write, so a test can kill
+it at exactly that point). Every decision is counted, so tests can assert the
+faults really happened.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +28,7 @@ ERROR_BODY = (
     '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
     "<Message>injected fault</Message><RequestId>fault</RequestId></Error>"
 )
-KINDS = ("500", "503", "slowdown", "reset", "truncate", "latency")
+KINDS = ("500", "503", "slowdown", "reset", "truncate", "latency", "hang")
 
 
 @dataclass
@@ -34,12 +36,15 @@ class Fault:
     """Inject ``kind`` into the first ``times`` requests matching ``method`` and ``path``.
 
     Attributes:
-        kind: One of ``500``, ``503``, ``slowdown``, ``reset``, ``truncate``, ``latency``.
+        kind: One of ``500``, ``503``, ``slowdown``, ``reset``, ``truncate``,
+            ``latency``, ``hang``.
         method: Regular expression on the HTTP method (``GET``, ``PUT``...).
         path: Regular expression searched in the request path (bucket/key and query).
         times: How many matching requests get the fault (then they pass); -1 = all.
         every: Only every n-th matching request gets the fault (1 = each one).
-        delay: Seconds of added latency (``latency`` kind).
+        skip: The first ``skip`` matching requests pass untouched.
+        delay: Seconds of added latency (``latency``), or the longest a ``hang``
+            holds its request before dropping it (``FaultProxy.release`` ends it sooner).
     """
 
     kind: str
@@ -47,6 +52,7 @@ class Fault:
     path: str = ".*"
     times: int = 1
     every: int = 1
+    skip: int = 0
     delay: float = 0.05
     seen: int = field(default=0, repr=False)
 
@@ -58,7 +64,9 @@ class Fault:
         if not re.fullmatch(self.method, method) or not re.search(self.path, path):
             return False
         self.seen += 1
-        if self.times == 0 or (self.seen - 1) % self.every:
+        if self.seen <= self.skip:
+            return False
+        if self.times == 0 or (self.seen - self.skip - 1) % self.every:
             return False
         if self.times > 0:
             self.times -= 1
@@ -75,6 +83,7 @@ class FaultProxy:
         self.injected: Counter[str] = Counter()
         self.requests = 0
         self.lock = threading.Lock()
+        self.released = threading.Event()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -91,6 +100,11 @@ class FaultProxy:
                     fault = next((f for f in proxy.faults if f.fires(self.command, self.path)), None)
                     if fault is not None:
                         proxy.injected[fault.kind] += 1
+                if fault is not None and fault.kind == "hang":
+                    # Never forwarded: the write does not land, whatever the client does next.
+                    proxy.released.wait(fault.delay)
+                    self.close_connection = True
+                    return
                 if fault is not None and fault.kind == "latency":
                     time.sleep(fault.delay)
                     fault = None
@@ -151,11 +165,32 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def plan(self, *faults: Fault) -> None:
-        """Replace the fault plan and reset the counters."""
+        """Replace the fault plan and reset the counters (held requests are dropped)."""
         with self.lock:
+            self.release()
+            self.released.clear()
             self.faults = list(faults)
             self.injected.clear()
             self.requests = 0
+
+    def release(self) -> None:
+        """Drop every request a ``hang`` fault holds (their clients see the connection close)."""
+        self.released.set()
+
+    def wait_injected(
+        self, kind: str, timeout: float = 120.0, alive: Callable[[], bool] | None = None
+    ) -> None:
+        """Wait until a ``kind`` fault has fired (while ``alive()`` holds, if given).
+
+        Raises:
+            TimeoutError: If it has not fired within ``timeout`` seconds, or
+                ``alive()`` turned false first.
+        """
+        deadline = time.monotonic() + timeout
+        while not self.injected[kind]:
+            if time.monotonic() > deadline or (alive is not None and not alive()):
+                raise TimeoutError(f"no {kind} fault fired ({self.requests} requests seen)")
+            time.sleep(0.02)
 
 
 @contextmanager
@@ -166,5 +201,6 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
     try:
         yield proxy
     finally:
+        proxy.release()
         proxy.server.shutdown()
         proxy.server.server_close()

@@ -276,21 +276,30 @@ def test_killed_overwrite_never_mixes_old_and_new(tmp_path: Path, delay: float) 
     assert ds.manifest.records == 120_000
 
 
-def test_secrets_never_appear_in_errors(multi_bam: Path, s3_server: str) -> None:
+def test_secrets_never_appear_in_errors(multi_bam: Path, s3_server: str, s3_bucket: str) -> None:
     secret = "FAKE-SECRET-KEY-never-print-me-123"
     env = {**os.environ, "AWS_SECRET_ACCESS_KEY": secret, "AWS_ACCESS_KEY_ID": "AKIAFAKEKEY"}
+    url = f"s3://{s3_bucket}/secret.bams3"
     runs = [
-        ["convert", "--s3-endpoint", s3_server, str(multi_bam), "s3://no-such-bucket-secret/x"],
-        ["info", "--s3-endpoint", s3_server, "s3://no-such-bucket-secret/x"],
-        ["--debug", "info", "--s3-endpoint", s3_server, "s3://no-such-bucket-secret/x"],
+        (1, ["convert", "--s3-endpoint", s3_server, str(multi_bam), "s3://no-such-bucket-secret/x"]),
+        (1, ["info", "--s3-endpoint", s3_server, "s3://no-such-bucket-secret/x"]),
+        (1, ["--debug", "info", "--s3-endpoint", s3_server, "s3://no-such-bucket-secret/x"]),
+        # Succeeding commands, their plans and statistics (moto accepts any key).
+        (0, ["convert", "--s3-endpoint", s3_server, "--chunk-size", "1M", str(multi_bam), url]),
+        (0, ["info", "--s3-endpoint", s3_server, url]),
+        (0, ["query", "--explain", "--s3-endpoint", s3_server, url, "chr1", "chr2:1-1000"]),
+        (0, ["query", "--explain", "--count", "--s3-endpoint", s3_server, url, "chr1"]),
+        (0, ["query", "--stats", "--count", "--s3-endpoint", s3_server, url, "chr1:1-500000"]),
+        (1, ["query", "--explain", "--s3-endpoint", s3_server, url, "chrNope"]),
     ]
-    for args in runs:
+    for status, args in runs:
         proc = subprocess.run(
             [sys.executable, "-m", "bams3_spark", *args], capture_output=True, text=True, env=env, timeout=120
         )
-        assert proc.returncode == 1
+        assert proc.returncode == status, proc.stderr
         assert secret not in proc.stderr + proc.stdout
-    try:
+        if "--explain" in args and status == 0:
+            assert "query plan for s3://" in proc.stdout
+    with pytest.raises((Bams3Error, OSError)) as err:
         open_dataset("s3://no-such-bucket-secret/x", endpoint_url=s3_server, key="AKIAFAKEKEY", secret=secret)
-    except (Bams3Error, OSError) as exc:
-        assert secret not in str(exc) and secret not in repr(exc)
+    assert secret not in str(err.value) and secret not in repr(err.value)

@@ -98,3 +98,60 @@ def test_persistent_write_failure_leaves_no_complete_dataset(
     proxy.plan()
     with pytest.raises((IncompleteDatasetError, NotADatasetError)):
         open_dataset(url, endpoint_url=proxy.url)
+
+
+# -- bams3 query (CLI) ------------------------------------------------------
+
+QUERY_REGIONS = ["chr1:100,000-900,000", "chr2", "{HLA-DRB1*15:01:01:01}:1-5000", "*"]
+
+
+@pytest.fixture(scope="module")
+def query_truth(multi_bam: Path) -> tuple[bytes, int]:
+    """samtools' answers for QUERY_REGIONS: the records (as SAM) and their count."""
+    from test_query import st_count, st_view
+
+    return st_view(str(multi_bam), *QUERY_REGIONS), st_count(str(multi_bam), *QUERY_REGIONS)
+
+
+def _query(capsysbinary: pytest.CaptureFixture[bytes], *argv: str) -> tuple[int, bytes, str]:
+    from test_query import run_cli
+
+    return run_cli(capsysbinary, "query", *argv)
+
+
+@pytest.mark.parametrize("kind", ["500", "503", "slowdown", "reset", "truncate", "latency"])
+def test_query_cli_survives_transient_faults(
+    kind: str, proxy: FaultProxy, s3_server: str, s3_bucket: str, multi_bam: Path,
+    query_truth: tuple[bytes, int], capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    url = f"s3://{s3_bucket}/q.bams3"
+    convert(str(multi_bam), url, chunk_size="256K", storage_options={"endpoint_url": s3_server})
+    for extra, want in (([], query_truth[0]), (["--count"], f"{query_truth[1]}\n".encode())):
+        proxy.plan(Fault(kind, method="GET|HEAD", path=r"\.chunk|\.json|/index/|header", times=4, every=2))
+        code, out, err = _query(capsysbinary, "--s3-endpoint", proxy.url, "--parallel", "8", *extra, url,
+                                *QUERY_REGIONS)
+        assert proxy.injected[kind] >= 1
+        if code and kind == "truncate":
+            # Allowed only as a clear, one-line failure naming an object.
+            assert "s3://" in err and len(err.strip().splitlines()) == 1, err
+            continue
+        assert code == 0, err
+        assert out == want
+
+
+def test_query_cli_persistent_truncation_fails_and_writes_nothing(
+    proxy: FaultProxy, s3_server: str, s3_bucket: str, multi_bam: Path, tmp_path: Path,
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    url = f"s3://{s3_bucket}/qt.bams3"
+    convert(str(multi_bam), url, chunk_size="256K", storage_options={"endpoint_url": s3_server})
+    proxy.plan(Fault("truncate", method="GET", path=r"\.chunk", times=-1))
+    for extra in ([], ["--count"], ["-o", str(tmp_path / "out.sam")], ["-o", str(tmp_path / "out.bam")]):
+        code, out, err = _query(capsysbinary, "--s3-endpoint", proxy.url, *extra, url, *QUERY_REGIONS)
+        assert code == 1
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and ".chunk" in lines[0] and "Traceback" not in err, err
+        if extra[:1] == ["--count"]:
+            assert out == b""  # never a count of what happened to arrive
+    # A failed -o leaves no output file (nor its temporary) behind.
+    assert list(tmp_path.iterdir()) == []
