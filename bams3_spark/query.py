@@ -874,9 +874,18 @@ def _compile_in(
         values: list[int | str] = []
         want = int if lk == _INT else str
         for elt in right_node.elts:
-            if not isinstance(elt, ast.Constant) or isinstance(elt.value, bool):
+            # A signed number is a unary operator on a literal in Python's syntax tree.
+            sign = 1
+            while isinstance(elt, ast.UnaryOp) and isinstance(elt.op, (ast.USub, ast.UAdd)):
+                sign = -sign if isinstance(elt.op, ast.USub) else sign
+                elt = elt.operand
+            if (
+                not isinstance(elt, ast.Constant)
+                or isinstance(elt.value, bool)
+                or (sign < 0 and not isinstance(elt.value, int))
+            ):
                 raise fail("'in' needs a list of literals, e.g. rname in ('chr1', 'chr2')")
-            value = elt.value
+            value = elt.value if sign > 0 else -elt.value
             if lk == _BOOL or not isinstance(value, want):
                 raise fail(f"the 'in' list must hold {lk} literals")
             if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
@@ -1099,6 +1108,10 @@ class _ChunkCache:
 # --------------------------------------------------------------------------
 
 
+#: Records formatted at a time by :func:`write_sam`.
+SAM_SLICE_ROWS = 16_384
+
+
 def sam_bytes(table: pa.Table) -> bytes | memoryview:
     """Format records as SAM text (one line per record, newline-terminated)."""
     import pyarrow.compute as pc
@@ -1137,9 +1150,11 @@ def write_sam(out: IO[bytes] | IO[str], tables: Iterable[pa.Table], header: str 
         put(header)
     n = 0
     for table in tables:
-        if table.num_rows:
-            put(sam_bytes(table))
-            n += table.num_rows
+        # Formatting makes several text-sized intermediates: in slices they
+        # stay in cache and a chunk never needs them all at once.
+        for offset in range(0, table.num_rows, SAM_SLICE_ROWS):
+            put(sam_bytes(table.slice(offset, SAM_SLICE_ROWS)))
+        n += table.num_rows
     target.flush()
     return n
 

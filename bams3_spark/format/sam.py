@@ -33,6 +33,8 @@ _CIGAR_RE = re.compile(r"^(?:\d+[MIDNSHP=X])+$")
 _REF_OPS = frozenset("MDN=X")
 _FLOAT_TAG_RE = re.compile(r"(?:^|\t)[A-Za-z][A-Za-z0-9]:(?:f:|B:f)")
 _FLOAT_TAG_PATTERN = r"(^|\t)[A-Za-z][A-Za-z0-9]:(f:|B:f)"
+_F_FIELD_PATTERN = r"^[A-Za-z][A-Za-z0-9]:f:"
+_B_F_FIELD_PATTERN = r"(^|\t)[A-Za-z][A-Za-z0-9]:B:f"
 BAM_FUNMAP = 4
 
 
@@ -255,6 +257,37 @@ def sam_tags_text(tags: str) -> str:
     return "\t".join(out)
 
 
+def _g_float_tags(tags: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """:func:`sam_tags_text` over a whole tags column.
+
+    ``f`` fields (one per read for some aligners) are rewritten in columns:
+    split into fields, parse, ``%g``, join. The rare rows with ``B:f`` arrays
+    go through :func:`sam_tags_text` one by one.
+    """
+    if isinstance(tags, pa.ChunkedArray):
+        tags = tags.combine_chunks()
+    original = tags
+    fields = pc.split_pattern(tags, "\t")
+    flat = pc.list_flatten(fields)
+    is_f = pc.match_substring_regex(flat, _F_FIELD_PATTERN)
+    if pc.any(is_f).as_py():
+        chosen = flat.filter(is_f)
+        # As _g_text: the float32 the text stands for, printed with %g as a double.
+        values = pc.cast(pc.utf8_slice_codeunits(chosen, 5), pa.float64()).to_numpy(zero_copy_only=False)
+        g_text = pa.array(np.char.mod("%g", values.astype(np.float32).astype(np.float64)), pa.string())
+        rewritten = pc.binary_join_element_wise(pc.utf8_slice_codeunits(chosen, 0, 5), g_text, "")
+        flat = pc.replace_with_mask(flat, is_f, rewritten)
+        offsets = pc.subtract(fields.offsets, fields.offsets[0])
+        tags = pc.binary_join(pa.ListArray.from_arrays(offsets, flat, mask=fields.is_null()), "\t")
+    arrays = pc.match_substring_regex(original, _B_F_FIELD_PATTERN)
+    if pc.any(arrays).as_py():
+        values = tags.to_pylist()
+        for i in np.flatnonzero(np.asarray(arrays, dtype=bool)):
+            values[i] = sam_tags_text(original[i].as_py())
+        tags = pa.array(values, pa.string())
+    return tags
+
+
 def sam_lines(table: pa.Table, exact_floats: bool = False) -> pa.Array:
     """Format a record table as SAM lines (no trailing newline).
 
@@ -275,13 +308,8 @@ def sam_lines(table: pa.Table, exact_floats: bool = False) -> pa.Array:
             col = pc.cast(col, pa.string())
         cols.append(col)
     tags = table.column("tags")
-    if not exact_floats:
-        mask = pc.match_substring_regex(tags, _FLOAT_TAG_PATTERN)
-        if pc.any(mask).as_py():
-            values = tags.to_pylist()
-            for i in np.flatnonzero(np.asarray(mask, dtype=bool)):
-                values[i] = sam_tags_text(values[i])
-            tags = pa.array(values, pa.string())
+    if not exact_floats and pc.any(pc.match_substring_regex(tags, _FLOAT_TAG_PATTERN)).as_py():
+        tags = _g_float_tags(tags)
     tab = pa.scalar("\t", pa.string())
     body = pc.binary_join_element_wise(*cols, tab)
     with_tags = pc.binary_join_element_wise(body, tags, tab)
