@@ -879,13 +879,13 @@ def _compile_in(
             while isinstance(elt, ast.UnaryOp) and isinstance(elt.op, (ast.USub, ast.UAdd)):
                 sign = -sign if isinstance(elt.op, ast.USub) else sign
                 elt = elt.operand
-            if (
-                not isinstance(elt, ast.Constant)
-                or isinstance(elt.value, bool)
-                or (sign < 0 and not isinstance(elt.value, int))
-            ):
+            if not isinstance(elt, ast.Constant) or isinstance(elt.value, bool):
                 raise fail("'in' needs a list of literals, e.g. rname in ('chr1', 'chr2')")
-            value = elt.value if sign > 0 else -elt.value
+            value = elt.value
+            if sign < 0:
+                if not isinstance(value, int):
+                    raise fail("'in' needs a list of literals, e.g. rname in ('chr1', 'chr2')")
+                value = -value
             if lk == _BOOL or not isinstance(value, want):
                 raise fail(f"the 'in' list must hold {lk} literals")
             if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
