@@ -18,11 +18,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m bams3_spark.demo $(DEMO)
 
+# Two pytest-xdist workers, whole test files each (module fixtures are built once): much of the
+# suite waits on JVMs, subprocesses and loopback servers. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+TEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider $(TEST_PARALLEL) tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m 'not cluster and not slow' tests
+	$(PY) -m pytest -q $(TEST_PARALLEL) -m 'not cluster and not slow' tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bams3_spark jobs tests benchmarks tools docker
@@ -45,6 +50,8 @@ bench: $(STAMP)
 # DIST_EXTRAS adds packages to the archive, e.g. gcsfs for gs:// datasets on Dataproc.
 DIST ?= dist
 DIST_EXTRAS ?=
+# gzip level of env.tar.gz (venv-pack's default is 4; 1 packs several times faster, a little larger).
+DIST_COMPRESS ?= 4
 dist: $(STAMP)
 	rm -rf $(DIST)/env $(DIST)/env.tar.gz $(DIST)/bams3_spark-*.whl $(DIST)/requirements-runtime.txt \
 		$(DIST)/constraints.txt $(DIST)/jobs
@@ -56,7 +63,7 @@ dist: $(STAMP)
 	$(DIST)/env/bin/python -m pip install -q -r $(DIST)/requirements-runtime.txt -c $(DIST)/constraints.txt \
 		$(DIST_EXTRAS)
 	$(DIST)/env/bin/python -m pip install -q --no-deps $(DIST)/bams3_spark-*.whl
-	$(VENV)/bin/venv-pack -q -p $(DIST)/env -o $(DIST)/env.tar.gz
+	$(VENV)/bin/venv-pack -q --compress-level $(DIST_COMPRESS) -p $(DIST)/env -o $(DIST)/env.tar.gz
 	rm -rf $(DIST)/env
 	mkdir -p $(DIST)/jobs && cp jobs/*.py $(DIST)/jobs/
 

@@ -106,6 +106,20 @@ def two_ref_bam(multi_bam: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.fixture(scope="session")
+def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """One standalone Spark cluster (master + 2 workers on 127.0.0.1) for every cluster test of
+    the session (of each pytest-xdist worker); yields (master URL, its directory).
+
+    Started on first use; tests using it run one application at a time.
+    """
+    from spark_cluster import standalone_cluster
+
+    workdir = tmp_path_factory.mktemp("cluster")
+    with standalone_cluster(workdir, workers=2) as master:
+        yield master, workdir
+
+
+@pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
     """One local[2] SparkSession for the whole test session."""
     from bams3_spark.spark.session import get_session

@@ -452,8 +452,10 @@ MOSDEPTH_CASES = [
 def test_matches_mosdepth(args: list[str], bam: Path, bed: Path, covered_bed: Path, workdir: Path,
                           records: tuple) -> None:
     refs, rows = records
+    # Named from the case as written (BED, COVERED), not from the temporary paths, so that two
+    # cases never share an output prefix however long those paths are.
+    tag = "_".join(a.replace(",", "-") for a in args) or "default"
     args = [str({"BED": bed, "COVERED": covered_bed}.get(a, a)) for a in args]
-    tag = "_".join(a.replace("/", "").replace(",", "-") for a in args)[-60:] or "default"
     expected_prefix = workdir / f"md_{tag}"
     run("mosdepth", *args, str(expected_prefix), str(bam))
     expected = mosdepth_files(expected_prefix)

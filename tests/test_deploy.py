@@ -26,7 +26,6 @@ import subprocess
 import sys
 import uuid
 import zipfile
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -35,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import ROOT, samtools
-from spark_cluster import SPARK_HOME, spark_env, standalone_cluster
+from spark_cluster import SPARK_HOME, spark_env
 
 from bams3_spark.dataset import open_dataset
 
@@ -555,11 +554,9 @@ def test_notebook_runs_headless_and_matches_samtools_and_mosdepth(
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """One standalone cluster (master + 2 workers) for the module; yields (URL, its directory)."""
-    workdir = tmp_path_factory.mktemp("cluster")
-    with standalone_cluster(workdir, workers=2) as master:
-        yield master, workdir
+def cluster(standalone: tuple[str, Path]) -> tuple[str, Path]:
+    """The session's standalone cluster (master + 2 workers, conftest.py): (URL, its directory)."""
+    return standalone
 
 
 def applications(cluster_dir: Path) -> set[str]:
@@ -634,6 +631,7 @@ def test_make_dist_archive_runs_a_job_in_a_fresh_environment(
     # -o: never reinstall the development venv from here, whatever pyproject.toml's mtime.
     proc = subprocess.run(
         ["make", "-C", str(ROOT), "-o", str(venv / ".installed"), "dist", f"DIST={dist}", f"VENV={venv}",
+         "DIST_COMPRESS=1",
          f"PYTHON={sys._base_executable}"],  # type: ignore[attr-defined]  # the venv's own base Python
         capture_output=True, text=True, timeout=1200,
     )

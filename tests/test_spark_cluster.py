@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import csv
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pysam
 import pytest
 from conftest import ROOT, samtools
-from spark_cluster import spark_submit, standalone_cluster
+from spark_cluster import spark_submit
 
 from bams3_spark.convert import convert
 from bams3_spark.spark.query_job import run_query
@@ -33,10 +32,9 @@ JOB = ROOT / "jobs" / "query.py"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One standalone cluster for every test of this module; yields the master URL."""
-    with standalone_cluster(tmp_path_factory.mktemp("cluster"), workers=2) as master:
-        yield master
+def cluster(standalone: tuple[str, Path]) -> str:
+    """The session's standalone cluster (conftest.py); yields the master URL."""
+    return standalone[0]
 
 
 @pytest.fixture(scope="module")

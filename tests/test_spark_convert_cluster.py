@@ -6,13 +6,12 @@ with a broken BAM converts the others and names the broken one."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import ROOT
-from spark_cluster import spark_submit, standalone_cluster
+from spark_cluster import spark_submit
 from test_spark_convert import CHUNK, MAX_RECORDS, dataset_files, download, reference, upload
 
 from bams3_spark.dataset import open_dataset
@@ -29,10 +28,9 @@ __all__ = ["reference"]  # the shared expected-output fixture
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One standalone cluster for the whole module."""
-    with standalone_cluster(tmp_path_factory.mktemp("cluster"), workers=2) as master:
-        yield master
+def cluster(standalone: tuple[str, Path]) -> str:
+    """The session's standalone cluster (conftest.py); yields the master URL."""
+    return standalone[0]
 
 
 def submit(master: str, args: list[str], workdir: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -46,27 +44,23 @@ def tail(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if " INFO " not in line)[-4000:]
 
 
-def test_cluster_local_files_identical_to_bams3_convert(
-    cluster: str, multi_bam: Path, reference: dict[str, Any], tmp_path: Path
-) -> None:
-    out = tmp_path / "o.bams3"
-    status, text = submit(cluster, [str(multi_bam), str(out)], tmp_path)
-    assert status == 0, tail(text)
-    assert "converted 1 of 1" in text
-    assert dataset_files(out) == reference
-
-
 @pytest.mark.s3
-def test_cluster_s3_input_and_output_identical(
+def test_cluster_local_and_s3_samples_identical_to_bams3_convert(
     cluster: str, multi_bam: Path, reference: dict[str, Any], tmp_path: Path, s3_bucket: str,
     s3_opts: dict[str, str],
 ) -> None:
+    # One application, two samples: local files in and out, and S3 in and out.
     src = upload(multi_bam, f"s3://{s3_bucket}/in", s3_opts)
-    out = f"s3://{s3_bucket}/out/multi.bams3"
-    status, text = submit(cluster, [src, out, "--s3-endpoint", s3_opts["endpoint_url"]], tmp_path)
+    local_out = tmp_path / "o.bams3"
+    s3_out = f"s3://{s3_bucket}/out/multi.bams3"
+    status, text = submit(
+        cluster, [str(multi_bam), str(local_out), src, s3_out, "--s3-endpoint", s3_opts["endpoint_url"]], tmp_path
+    )
     assert status == 0, tail(text)
-    assert "fetched" in text  # ranged reads, not a local path
-    assert dataset_files(download(out, tmp_path / "got", s3_opts)) == reference
+    assert "converted 2 of 2" in text
+    assert "fetched" in text  # the S3 sample: ranged reads, not a local path
+    assert dataset_files(local_out) == reference
+    assert dataset_files(download(s3_out, tmp_path / "got", s3_opts)) == reference
 
 
 @pytest.mark.s3

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from chispa import assert_df_equality
 from conftest import ROOT
-from spark_cluster import spark_submit, standalone_cluster
+from spark_cluster import spark_submit
 from test_coverage import build_bam
 
 from bams3_spark.convert import convert
@@ -140,9 +139,9 @@ def test_bad_arguments(spark: Any, mates_ds: str, work: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with standalone_cluster(tmp_path_factory.mktemp("cluster"), workers=2) as master:
-        yield master
+def cluster(standalone: tuple[str, Path]) -> str:
+    """The session's standalone cluster (conftest.py); yields the master URL."""
+    return standalone[0]
 
 
 @pytest.mark.cluster
