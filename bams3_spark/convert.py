@@ -66,7 +66,7 @@ from bams3_spark.format.manifest import (
     index_path,
     reference_key,
 )
-from bams3_spark.io import Storage, shared_storage
+from bams3_spark.io import Storage, is_temporary_name, shared_storage
 
 _T = TypeVar("_T")
 
@@ -256,7 +256,9 @@ def prepare_output(storage: Storage, overwrite: bool) -> None:
     entries = set(storage.listdir(""))
     if entries:
         complete = MANIFEST_NAME in entries
-        leftovers = entries <= DATASET_ENTRIES
+        # A conversion killed while writing the header or manifest locally also
+        # leaves that object's temporary (see io.replacing).
+        leftovers = all(e in DATASET_ENTRIES or is_temporary_name(e) for e in entries)
         if not overwrite and (complete or not leftovers):
             what = "a dataset" if complete else "other files"
             raise DatasetExistsError(

@@ -291,13 +291,23 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[str]:
         return
     folder, name = os.path.split(os.path.abspath(path))
     # Hidden, next to the output: the same file system, so the rename is atomic.
-    tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp = os.path.join(folder, f".{name}{_TMP_MARK}{uuid.uuid4().hex[:12]}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+_TMP_MARK = ".tmp-"
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether a file name is one of :func:`replacing`'s temporaries (left by a killed writer)."""
+    stem, mark, tail = name.rpartition(_TMP_MARK)
+    hex_tail = len(tail) == 12 and all(c in "0123456789abcdef" for c in tail)
+    return bool(mark) and stem.startswith(".") and hex_tail
 
 
 def shared_storage(url: str, **storage_options: Any) -> Storage:

@@ -53,9 +53,8 @@ def test_cluster_local_and_s3_samples_identical_to_bams3_convert(
     src = upload(multi_bam, f"s3://{s3_bucket}/in", s3_opts)
     local_out = tmp_path / "o.bams3"
     s3_out = f"s3://{s3_bucket}/out/multi.bams3"
-    status, text = submit(
-        cluster, [str(multi_bam), str(local_out), src, s3_out, "--s3-endpoint", s3_opts["endpoint_url"]], tmp_path
-    )
+    pairs = [str(multi_bam), str(local_out), src, s3_out]
+    status, text = submit(cluster, [*pairs, "--s3-endpoint", s3_opts["endpoint_url"]], tmp_path)
     assert status == 0, tail(text)
     assert "converted 2 of 2" in text
     assert "fetched" in text  # the S3 sample: ranged reads, not a local path

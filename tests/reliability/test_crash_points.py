@@ -23,7 +23,7 @@ import pytest
 
 from bams3_spark.convert import convert
 from bams3_spark.dataset import open_dataset
-from bams3_spark.exceptions import IncompleteDatasetError, NotADatasetError
+from bams3_spark.exceptions import DatasetExistsError, IncompleteDatasetError, NotADatasetError
 from reliability.faultproxy import Fault, FaultProxy, fault_proxy
 
 pytestmark = pytest.mark.s3
@@ -107,12 +107,13 @@ def _kill_at(proxy: FaultProxy, fault: Fault, cmd: list[str]) -> None:
 
 def _state(url: str, endpoint: str, truth: dict[str, dict[str, str]]) -> str:
     """What a reader sees now: "absent", or which complete dataset ("256K"/"1M")."""
+    opts = {"endpoint_url": endpoint} if endpoint else {}
     try:
-        ds = open_dataset(url, endpoint_url=endpoint)
+        ds = open_dataset(url, **opts)
     except (IncompleteDatasetError, NotADatasetError):
         return "absent"
     assert ds.validate() == [], "a complete-looking dataset with damaged chunks"
-    digests = _digests(url, endpoint_url=endpoint)
+    digests = _digests(url, **opts)
     matches = [size for size, d in truth.items() if d == digests]
     assert matches, "a complete-looking dataset that is neither the old nor the new one"
     return matches[0]
@@ -156,3 +157,26 @@ def test_killed_converter_never_leaves_a_wrong_complete_dataset(
     convert(str(bam), url, chunk_size="256K", overwrite=expected != "absent",
             storage_options={"endpoint_url": s3_server})
     assert _state(url, s3_server, truth) == "256K"
+
+
+def test_local_kill_during_manifest_write_leaves_an_incomplete_dataset_a_rerun_replaces(
+    bam: Path, tmp_path: Path, truth: dict[str, dict[str, str]]
+) -> None:
+    """On local disk the manifest is written to a hidden temporary and renamed: a kill before
+    the rename leaves the temporary, which a reader ignores and a rerun clears."""
+    out = tmp_path / "ds.bams3"
+    convert(str(bam), str(out), chunk_size="256K")
+    manifest = (out / "bams3.json").read_bytes()
+    (out / "bams3.json").unlink()
+    (out / ".bams3.json.tmp-0123456789ab").write_bytes(manifest[: len(manifest) // 2])
+    (out / ".header.sam.tmp-abcdef012345").write_bytes(b"@HD")
+    with pytest.raises((IncompleteDatasetError, NotADatasetError)):
+        open_dataset(str(out))
+    convert(str(bam), str(out), chunk_size="256K")  # no --overwrite needed
+    assert _state(str(out), "", truth) == "256K"
+    assert sorted(p.name for p in out.iterdir()) == ["bams3.json", "data", "header.sam", "index"]
+    # Anything else is not ours: refused without --overwrite.
+    (out / "bams3.json").unlink()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetExistsError):
+        convert(str(bam), str(out), chunk_size="256K")
