@@ -272,8 +272,12 @@ def _g_float_tags(tags: pa.Array | pa.ChunkedArray) -> pa.Array:
     is_f = pc.match_substring_regex(flat, _F_FIELD_PATTERN)
     if pc.any(is_f).as_py():
         chosen = flat.filter(is_f)
+        try:
+            parsed = pc.cast(pc.utf8_slice_codeunits(chosen, 5), pa.float64())
+        except pa.ArrowInvalid:  # not a number somewhere: one row at a time, as before
+            return pa.array([sam_tags_text(t) for t in tags.to_pylist()], pa.string())
         # As _g_text: the float32 the text stands for, printed with %g as a double.
-        values = pc.cast(pc.utf8_slice_codeunits(chosen, 5), pa.float64()).to_numpy(zero_copy_only=False)
+        values = parsed.to_numpy(zero_copy_only=False)
         g_text = pa.array(np.char.mod("%g", values.astype(np.float32).astype(np.float64)), pa.string())
         rewritten = pc.binary_join_element_wise(pc.utf8_slice_codeunits(chosen, 0, 5), g_text, "")
         flat = pc.replace_with_mask(flat, is_f, rewritten)

@@ -503,8 +503,8 @@ def _fetch_into(storage: Storage, name: str, fh: Any, lo: int, hi: int) -> int:
 
 
 # Per executor process (Python workers are reused): every task of a sample
-# needs the same index and header bytes, so each is downloaded once, and the
-# same storage clients (an S3 client takes ~0.4 s to create).
+# needs the same index and header bytes, so each is downloaded once (storage
+# clients are shared per process too, by io.shared_storage).
 _INDEX_CACHE: dict[tuple[str, int], str] = {}
 _HEADER_CACHE: dict[tuple[str, int], bytes] = {}
 _CACHE_LOCK = threading.Lock()
