@@ -33,7 +33,7 @@ JOB = ROOT / "jobs" / "query.py"
 
 @pytest.fixture(scope="module")
 def cluster(standalone: tuple[str, Path]) -> str:
-    """The session's standalone cluster (conftest.py); yields the master URL."""
+    """The session's standalone cluster (conftest.py): its master URL."""
     return standalone[0]
 
 

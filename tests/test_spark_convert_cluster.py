@@ -29,7 +29,7 @@ __all__ = ["reference"]  # the shared expected-output fixture
 
 @pytest.fixture(scope="module")
 def cluster(standalone: tuple[str, Path]) -> str:
-    """The session's standalone cluster (conftest.py); yields the master URL."""
+    """The session's standalone cluster (conftest.py): its master URL."""
     return standalone[0]
 
 

@@ -140,7 +140,7 @@ def test_bad_arguments(spark: Any, mates_ds: str, work: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(standalone: tuple[str, Path]) -> str:
-    """The session's standalone cluster (conftest.py); yields the master URL."""
+    """The session's standalone cluster (conftest.py): its master URL."""
     return standalone[0]
 
 
