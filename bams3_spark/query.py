@@ -740,7 +740,10 @@ def compile_filter(text: str) -> RecordFilter:
     if len(text) > MAX_FILTER_CHARS:
         raise FilterError(f"filter is too long ({len(text)} characters, at most {MAX_FILTER_CHARS})")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        # Python warns on stderr about some texts (``30and``): the message below is the one line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise FilterError(f"filter {_show(text)}: syntax error at column {exc.offset or 0}") from None
     except (ValueError, RecursionError, MemoryError):

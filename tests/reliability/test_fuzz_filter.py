@@ -136,3 +136,15 @@ def test_fuzz_filter_agrees_with_python(records: pa.Table, text: str) -> None:
     expected = [bool(eval(text, {"__builtins__": {}}, row)) for row in rows]  # noqa: S307 - our own expression
     assert np.asarray(mask.to_pylist(), dtype=bool).tolist() == expected, text
     assert set(flt.columns) <= set(INT_COLUMNS + STR_COLUMNS)
+
+
+def test_no_python_warning_escapes_filter_parsing() -> None:
+    """The filter's error (or result) is the only message: Python's SyntaxWarning for texts
+    like ``30and`` (found by the fuzzer, printed on stderr) is not let through."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compile_filter("mapq >= 30and flag > 0").columns == ("flag", "mapq")
+        with pytest.raises(FilterError):
+            compile_filter("0x1g > mapq")
