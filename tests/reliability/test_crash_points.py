@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,19 +23,13 @@ import pytest
 from bams3_spark.convert import convert
 from bams3_spark.dataset import open_dataset
 from bams3_spark.exceptions import DatasetExistsError, IncompleteDatasetError, NotADatasetError
-from reliability.faultproxy import Fault, FaultProxy, fault_proxy
+from reliability.faultproxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.s3
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Longest a held request waits before the proxy drops it (the test releases it sooner).
 HOLD = 300.0
-
-
-@pytest.fixture()
-def proxy(s3_server: str) -> Iterator[FaultProxy]:
-    with fault_proxy(s3_server) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ clear failure; never a silently short result."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,9 @@ from bams3_spark.bam import write_sam
 from bams3_spark.convert import convert
 from bams3_spark.dataset import open_dataset
 from bams3_spark.exceptions import Bams3Error, IncompleteDatasetError, NotADatasetError
-from reliability.faultproxy import Fault, FaultProxy, fault_proxy
+from reliability.faultproxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.s3
-
-
-@pytest.fixture()
-def proxy(s3_server: str) -> Iterator[FaultProxy]:
-    with fault_proxy(s3_server) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")

@@ -21,18 +21,12 @@ import pytest
 
 from bams3_spark.convert import convert
 from bams3_spark.spark import read_bams3
-from reliability.faultproxy import Fault, FaultProxy, fault_proxy
+from reliability.faultproxy import Fault, FaultProxy
 
 pytestmark = [pytest.mark.s3, pytest.mark.spark]
 
 COLUMNS = ["qname", "flag", "rname", "pos", "cigar", "seq", "tags", "sample"]
 SECRET = "FAKE-SECRET-KEY-never-print-me-789"
-
-
-@pytest.fixture()
-def proxy(s3_server: str) -> Iterator[FaultProxy]:
-    with fault_proxy(s3_server) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")
