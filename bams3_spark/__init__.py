@@ -10,18 +10,18 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from bams3_spark.dataset import open_dataset
+    from bams3_spark.api import Dataset, open_dataset
 
-__all__ = ["__version__", "open_dataset", "register"]
+__all__ = ["Dataset", "__version__", "open_dataset", "register"]
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use (PEP 562): pyarrow and fsspec take ~0.5 s to
     # import, which every `bams3` command would otherwise pay at startup.
-    if name == "open_dataset":
-        from bams3_spark.dataset import open_dataset
+    if name in ("open_dataset", "Dataset"):
+        from bams3_spark import api
 
-        return open_dataset
+        return getattr(api, name)
     raise AttributeError(f"module 'bams3_spark' has no attribute {name!r}")
 
 

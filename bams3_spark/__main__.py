@@ -1,5 +1,5 @@
 """``python -m bams3_spark`` runs the ``bams3`` command."""
 
-from bams3_spark.cli import entry
+from bams3_spark.cli.main import entry
 
 entry()

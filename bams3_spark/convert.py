@@ -15,9 +15,6 @@ Plan (FORMAT.md, "Writing a dataset"):
 from __future__ import annotations
 
 import concurrent.futures as cf
-import datetime as _dt
-import multiprocessing
-import os
 import sys
 import time
 from collections import defaultdict
@@ -26,47 +23,23 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from bams3_spark import __version__
-from bams3_spark.bam import (
-    BamInfo,
-    inspect_bam,
-    lines_table,
-    local_bam,
-    open_bam,
-    stream_windows,
-    window_table,
-)
-from bams3_spark.exceptions import (
-    DatasetExistsError,
-    InputFormatError,
-    InvalidArgumentError,
-    UnsortedInputError,
-)
-from bams3_spark.format.chunk import encode_chunk, sha256_hex
-from bams3_spark.format.manifest import (
-    DATA_DIR,
+from bams3_spark.bam.reader import BamInfo, inspect_bam, local_bam, open_bam, stream_windows, window_table
+from bams3_spark.dataset.writer import commit_dataset, prepare_output, write_window
+from bams3_spark.exceptions import InputFormatError, InvalidArgumentError, UnsortedInputError, one_line
+from bams3_spark.format.layout import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CHUNK_RECORDS,
-    HEADER_NAME,
-    INDEX_DIR,
-    MANIFEST_NAME,
     MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
     UNPLACED_KEY,
     UNPLACED_NAME,
-    ChunkInfo,
-    Manifest,
-    ObjectRef,
-    RefEntry,
-    RefIndex,
-    chunk_path,
-    index_path,
+    UNPLACED_WINDOW,
     reference_key,
 )
-from bams3_spark.io import Storage, is_temporary_name, shared_storage
+from bams3_spark.format.manifest import ChunkInfo, Manifest
+from bams3_spark.format.sam import lines_to_table
+from bams3_spark.io.storage import Storage, shared_storage
+from bams3_spark.parallel import process_pool, resolve_workers
 
 _T = TypeVar("_T")
 
@@ -97,19 +70,6 @@ def parse_size(text: str | int) -> int:
     return value
 
 
-def resolve_workers(workers: int | str | None) -> int:
-    """Return a worker count from an int, ``auto`` (= cores) or None (= 1)."""
-    if workers in (None, "auto"):
-        return os.cpu_count() or 1 if workers == "auto" else 1
-    try:
-        n = int(workers)  # type: ignore[arg-type]
-    except ValueError:
-        raise InvalidArgumentError(f"--workers {workers!r}: expected a number or 'auto'") from None
-    if n < 1:
-        raise InvalidArgumentError(f"--workers {workers!r}: must be at least 1")
-    return n
-
-
 @dataclass(frozen=True)
 class WindowTask:
     """Windows [first, last) of one reference (0-based starts, step chunk_size)."""
@@ -129,40 +89,6 @@ class ConvertResult:
     url: str
     manifest: Manifest
     seconds: float
-
-
-def write_window(
-    storage: Storage,
-    table: pa.Table,
-    rname: str,
-    key: str,
-    window: tuple[int, int],
-    max_records: int,
-    first_part: int = 0,
-) -> list[ChunkInfo]:
-    """Encode one window's records into one or more chunk objects and write them."""
-    infos = []
-    for part, offset in enumerate(range(0, table.num_rows, max_records), start=first_part):
-        piece = table.slice(offset, max_records)
-        data = encode_chunk(piece, rname, window, part)
-        rel = chunk_path(key, window[0], window[1], part)
-        storage.write_bytes(rel, data)
-        pos, end = piece.column("pos"), piece.column("end")
-        infos.append(
-            ChunkInfo(
-                path=rel,
-                window_start=window[0],
-                window_end=window[1],
-                part=part,
-                min_start=int(pc.min(pos).as_py()),
-                max_start=int(pc.max(pos).as_py()),
-                max_end=int(pc.max(end).as_py()),
-                records=piece.num_rows,
-                bytes=len(data),
-                sha256=sha256_hex(data),
-            )
-        )
-    return infos
 
 
 @contextmanager
@@ -188,7 +114,7 @@ def run_window_task(
         try:
             for start in task.starts:
                 if task.rname == UNPLACED_NAME:
-                    window = (0, 1)
+                    window = UNPLACED_WINDOW
                     table = window_table(bam, UNPLACED_NAME, 0, 0)
                 else:
                     window = (start, min(start + task.chunk_size, task.length))
@@ -198,7 +124,7 @@ def run_window_task(
         except OSError as exc:
             if isinstance(exc, FileNotFoundError | PermissionError) or "://" in str(exc):
                 raise
-            raise InputFormatError(f"{bam_path}: {str(exc).splitlines()[0]}") from None
+            raise InputFormatError(f"{bam_path}: {one_line(exc)}") from None
     return task.key, infos
 
 
@@ -235,100 +161,6 @@ def plan_tasks(info: BamInfo, chunk_size: int, workers: int) -> list[WindowTask]
     return tasks
 
 
-#: What a conversion writes: an output holding only these (and no manifest)
-#: is the remains of a failed or killed conversion.
-DATASET_ENTRIES = frozenset({DATA_DIR, INDEX_DIR, HEADER_NAME})
-
-
-def prepare_output(storage: Storage, overwrite: bool) -> None:
-    """Make the output prefix ready for a new dataset.
-
-    An existing dataset (manifest present) or foreign files are refused unless
-    ``overwrite``. The remains of a failed conversion (chunks but no manifest)
-    are replaced, so a rerun of a killed conversion just works. When
-    overwriting, the old manifest goes first, so a failure while clearing or
-    converting leaves an incomplete dataset, never a mix that looks complete.
-
-    Raises:
-        DatasetExistsError: If the output is taken and ``overwrite`` is false.
-        OSError: If the prefix cannot be written (missing bucket, permissions).
-    """
-    entries = set(storage.listdir(""))
-    if entries:
-        complete = MANIFEST_NAME in entries
-        # A conversion killed while writing the header or manifest locally also
-        # leaves that object's temporary (see io.replacing).
-        leftovers = all(e in DATASET_ENTRIES or is_temporary_name(e) for e in entries)
-        if not overwrite and (complete or not leftovers):
-            what = "a dataset" if complete else "other files"
-            raise DatasetExistsError(
-                f"{storage.url}: output already holds {what}; use --overwrite to replace it"
-            )
-        storage.delete(MANIFEST_NAME)
-        storage.delete_tree("")
-    storage.check_writable()
-
-
-def commit_dataset(
-    storage: Storage,
-    info: BamInfo,
-    chunks_by_key: dict[str, list[ChunkInfo]],
-    chunk_size: int,
-    max_records: int,
-    source: str,
-) -> Manifest:
-    """Write the per-reference indexes, the header and, last, the manifest."""
-    header_bytes = info.header_text.encode()
-    storage.write_bytes(HEADER_NAME, header_bytes)
-    header = ObjectRef(HEADER_NAME, len(header_bytes), sha256_hex(header_bytes))
-    entries = []
-    named = [(reference_key(t, n), n, ln) for t, (n, ln) in enumerate(info.references)]
-    named.append((UNPLACED_KEY, UNPLACED_NAME, 0))
-    for key, name, length in named:
-        chunks = sorted(chunks_by_key.get(key, []), key=lambda c: (c.window_start, c.part))
-        index_ref = None
-        if chunks:
-            raw = RefIndex(name, key, tuple(chunks)).dumps()
-            storage.write_bytes(index_path(key), raw)
-            index_ref = ObjectRef(index_path(key), len(raw), sha256_hex(raw))
-        elif key == UNPLACED_KEY:
-            continue
-        entries.append(
-            RefEntry(
-                name=name,
-                key=key,
-                length=length,
-                records=sum(c.records for c in chunks),
-                chunks=len(chunks),
-                bytes=sum(c.bytes for c in chunks),
-                index=index_ref,
-            )
-        )
-    manifest = Manifest(
-        references=tuple(entries),
-        header=header,
-        chunk_size=chunk_size,
-        max_chunk_records=max_records,
-        sample=sample_name(info.header_text),
-        source=os.path.basename(source.rstrip("/")),
-        created_by=f"bams3-spark {__version__}",
-        created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    )
-    storage.write_bytes(MANIFEST_NAME, manifest.dumps())
-    return manifest
-
-
-def sample_name(header_text: str) -> str | None:
-    """Return the SM of the header's read groups when they agree, else None."""
-    samples = set()
-    for line in header_text.splitlines():
-        if line.startswith("@RG"):
-            for field in line.split("\t")[1:]:
-                if field.startswith("SM:"):
-                    samples.add(field[3:])
-    return samples.pop() if len(samples) == 1 else None
-
-
 class Progress:
     """A one-line progress display on stderr (only when it is a terminal)."""
 
@@ -355,11 +187,6 @@ class Progress:
     def close(self) -> None:
         if self.enabled:
             sys.stderr.write("\n")
-
-
-def _pool(workers: int) -> cf.Executor:
-    # 'spawn' avoids forking a process that may hold threads (s3fs, Spark).
-    return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def convert(
@@ -443,7 +270,7 @@ def _convert_indexed(
             by_key[key].extend(infos)
             report(infos)
         return
-    with _pool(workers) as pool:
+    with process_pool(workers) as pool:
         futures = [
             pool.submit(_in_worker, run_window_task, storage, bam_path, task=t, max_records=max_records)
             for t in tasks
@@ -473,7 +300,7 @@ def _encode_batch(
     part: int,
     max_records: int,
 ) -> tuple[str, list[ChunkInfo]]:
-    table = lines_table(table_lines)
+    table = lines_to_table(table_lines)
     return key, write_window(storage, table, rname, key, window, max_records, first_part=part)
 
 
@@ -491,7 +318,7 @@ def _convert_stream(
 
     def job(batch_tid: int, wstart: int) -> tuple[str, str, tuple[int, int], int]:
         if batch_tid < 0:
-            rname, key, window = UNPLACED_NAME, UNPLACED_KEY, (0, 1)
+            rname, key, window = UNPLACED_NAME, UNPLACED_KEY, UNPLACED_WINDOW
         else:
             rname, length = info.references[batch_tid]
             key = reference_key(batch_tid, rname)
@@ -508,7 +335,7 @@ def _convert_stream(
             by_key[k].extend(infos)
             report(infos)
         return
-    with _pool(workers) as pool:
+    with process_pool(workers) as pool:
         pending: set[cf.Future[tuple[str, list[ChunkInfo]]]] = set()
 
         def drain(block_until: int) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pysam
 
-from bams3_spark.cli import main as bams3
+from bams3_spark.cli.main import main as bams3
 
 CONTIGS = (("chr1", 3_000_000), ("chr2", 2_000_000), ("HLA-A*01:01:01:01", 3_503))
 

@@ -1,4 +1,4 @@
-"""The package's exceptions: one root, a few precise subclasses.
+"""The package's exceptions: one root, a few precise subclasses, and the one-line rendering.
 
 Every user-facing failure raised by bams3-spark is a :class:`Bams3Error`
 (format, input and integrity problems) or an :class:`OSError` (storage: missing
@@ -58,3 +58,15 @@ class CorruptDatasetError(DatasetError):
 
 class ChecksumError(CorruptDatasetError):
     """A chunk object's bytes do not match the checksum recorded in the index."""
+
+
+def one_line(exc: BaseException) -> str:
+    """Return the first line of an error's message, whitespace folded (its type name if empty).
+
+    Every user-facing failure is reported as one line; messages of storage
+    clients and htslib often carry more (tracebacks, XML bodies, hints).
+    """
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    return " ".join(text.splitlines()[0].split())

@@ -1,11 +1,45 @@
-"""Running work on an executor while keeping results in input order."""
+"""The one worker-pool policy: threads for I/O, processes for CPU, results in input order.
+
+* **Threads** (:func:`thread_map`) for work that waits on storage: chunk and
+  index reads release the GIL while they wait, and pyarrow decodes outside it.
+* **Processes** (:func:`process_pool`) for work that holds the GIL: the
+  per-record pysam loop of a conversion, the numpy counting of coverage. They
+  are forked from this process when it runs no other Python thread (a worker
+  then starts in milliseconds, with numpy and pyarrow already imported);
+  otherwise a fork could inherit a lock held by another thread (an S3
+  client's event loop, py4j's gateway in a Spark driver), so workers come from
+  a clean ``forkserver`` (or ``spawn`` where that is missing).
+"""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import multiprocessing
+import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
+
+from bams3_spark.exceptions import InvalidArgumentError
+
+
+def resolve_workers(workers: int | str | None) -> int:
+    """Return a worker count from an int, ``auto`` (= cores) or None (= 1).
+
+    Raises:
+        InvalidArgumentError: For anything else, or a count below 1.
+    """
+    if workers in (None, "auto"):
+        return os.cpu_count() or 1 if workers == "auto" else 1
+    try:
+        n = int(workers)  # type: ignore[arg-type]
+    except ValueError:
+        raise InvalidArgumentError(f"--workers {workers!r}: expected a number or 'auto'") from None
+    if n < 1:
+        raise InvalidArgumentError(f"--workers {workers!r}: must be at least 1")
+    return n
 
 
 def ordered_map(
@@ -35,3 +69,51 @@ def ordered_map(
         for fut in pending:
             fut.cancel()
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def thread_map(
+    fn: Callable[[Any], Any], items: Iterable[Any], workers: int, name: str = "bams3-io"
+) -> Iterator[Any]:
+    """Yield ``fn(item)`` for each item, in order, with up to ``workers`` threads (I/O-bound work).
+
+    With one worker, items are processed in this thread, one at a time.
+    """
+    if workers <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    yield from ordered_map(fn, items, cf.ThreadPoolExecutor(workers, thread_name_prefix=name), workers)
+
+
+def process_pool(
+    workers: int, initializer: Callable[[], None] | None = None
+) -> cf.ProcessPoolExecutor:
+    """A pool of ``workers`` processes for CPU-bound work (start method: see the module notes)."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        method = "fork"
+    elif "forkserver" in methods:
+        method = "forkserver"
+    else:
+        method = "spawn"
+    return cf.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context(method), initializer=initializer
+    )
+
+
+def process_map(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    workers: int,
+    initializer: Callable[[], None] | None = None,
+) -> Iterator[Any]:
+    """Yield ``fn(item)`` for each item, in order, with up to ``workers`` processes (CPU-bound work).
+
+    ``fn`` and the items must pickle. With one worker, items are processed in
+    this process, one at a time.
+    """
+    if workers <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    yield from ordered_map(fn, items, process_pool(workers, initializer), workers)

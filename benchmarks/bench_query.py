@@ -33,8 +33,9 @@ import time
 import uuid
 from pathlib import Path
 
-from bams3_spark.dataset import open_dataset
-from bams3_spark.query import CountingStorage, Query, plan_query, write_sam
+from bams3_spark import open_dataset
+from bams3_spark.io.storage import CountingStorage
+from bams3_spark.query import Query, plan_query, write_sam
 
 WINDOW = 1_000_000
 ENV = {

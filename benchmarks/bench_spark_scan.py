@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import table, timed  # noqa: E402
 
+from bams3_spark import open_dataset  # noqa: E402
 from bams3_spark.convert import convert  # noqa: E402
-from bams3_spark.dataset import open_dataset  # noqa: E402
 from bams3_spark.format.schema import COLUMNS, POSITION_COLUMNS  # noqa: E402
 from bams3_spark.spark import bams3_schema  # noqa: E402
 from bams3_spark.spark.session import get_session  # noqa: E402

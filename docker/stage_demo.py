@@ -27,7 +27,7 @@ def create_bucket(bucket: str, wait: float = 60.0) -> None:
     import boto3
     from botocore.exceptions import ClientError, EndpointConnectionError
 
-    from bams3_spark.io import normalize_options
+    from bams3_spark.io.storage import normalize_options
 
     endpoint = normalize_options("s3", {}).get("endpoint_url")
     client = boto3.client("s3", endpoint_url=endpoint)
@@ -50,7 +50,7 @@ def create_bucket(bucket: str, wait: float = 60.0) -> None:
 def stage(bucket: str, workdir: Path, pairs: int) -> str:
     """Create the bucket, generate and upload the demo BAM; return its S3 URL."""
     from bams3_spark.demo import make_sample_bam
-    from bams3_spark.io import Storage
+    from bams3_spark.io.storage import Storage
 
     create_bucket(bucket)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -9,15 +9,13 @@ The work is done by :func:`bams3_spark.spark.convert_job.convert_samples`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import traceback
 from collections.abc import Sequence
 
-from bams3_spark.cli import add_storage_flags, storage_options
-from bams3_spark.exceptions import Bams3Error
-from bams3_spark.format.manifest import DEFAULT_MAX_CHUNK_RECORDS
+from bams3_spark.cli.common import add_job_flags, storage_options
+from bams3_spark.format.layout import DEFAULT_MAX_CHUNK_RECORDS
 from bams3_spark.spark.convert_job import Sample, convert_samples, read_sample_sheet, report_lines
+from bams3_spark.spark.jobs import run_job
 from bams3_spark.spark.session import get_session
 
 PROG = "jobs/convert.py"
@@ -35,10 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="split windows above this many records (default 250000)")
     p.add_argument("--overwrite", action="store_true", help="replace existing datasets at the outputs")
     p.add_argument("--allow-empty", action="store_true", help="accept BAMs without records")
-    p.add_argument("--master",
-                   help="Spark master (default: spark-submit's, else SPARK_MASTER, else local[*])")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    add_storage_flags(p)
+    add_job_flags(p)
     return p
 
 
@@ -51,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.pairs and not args.manifest:
         parser.error("give IN OUT pairs or --manifest samples.tsv")
     opts = storage_options(args)
-    try:
+
+    def work() -> int:
         samples = [Sample(i, o) for i, o in zip(args.pairs[::2], args.pairs[1::2], strict=True)]
         if args.manifest:
             samples += read_sample_sheet(args.manifest, opts)
@@ -65,18 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_empty=args.allow_empty,
             storage_options=opts,
         )
-    except (Bams3Error, OSError, ValueError) as exc:
-        if args.debug or os.environ.get("BAMS3_DEBUG") == "1":
-            traceback.print_exc()
-        text = " ".join(str(exc).splitlines()[0].split()) if str(exc).strip() else type(exc).__name__
-        print(f"{PROG}: error: {text}", file=sys.stderr)
-        return 1
-    out, err = report_lines(result)
-    for line in out:
-        print(line)
-    for line in err:
-        print(f"{PROG}: {line}", file=sys.stderr)
-    return 1 if result.failed else 0
+        out, err = report_lines(result)
+        for line in out:
+            print(line)
+        for line in err:
+            print(f"{PROG}: {line}", file=sys.stderr)
+        return 1 if result.failed else 0
+
+    return run_job(PROG, work, args.debug)
 
 
 if __name__ == "__main__":

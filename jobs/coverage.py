@@ -9,14 +9,14 @@ window, over one or many samples, with mosdepth's rules (or ``--fast-mode`` /
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import traceback
 from collections.abc import Sequence
 
-from bams3_spark.cli import add_storage_flags, flag_value, positive_int, storage_options
-from bams3_spark.exceptions import Bams3Error
-from bams3_spark.spark.coverage_job import FORMATS, coverage_options, run_coverage
+from bams3_spark.cli.common import add_job_flags, flag_value, positive_int, storage_options
+from bams3_spark.coverage.options import coverage_options
+from bams3_spark.format.flags import DEFAULT_EXCLUDE
+from bams3_spark.spark.coverage_job import FORMATS, run_coverage
+from bams3_spark.spark.jobs import run_job
 from bams3_spark.spark.session import get_session
 
 PROG = "jobs/coverage.py"
@@ -38,20 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count-deletions", action="store_true", help="count deletions (samtools depth -J)")
     p.add_argument("--mapq", type=int, default=0, metavar="Q", help="ignore reads with MAPQ < Q")
     p.add_argument("--flag-exclude", type=flag_value, default=None, metavar="F",
-                   help="ignore reads with any of these bits (default 1796)")
+                   help=f"ignore reads with any of these bits (default {DEFAULT_EXCLUDE})")
     p.add_argument("--flag-include", type=flag_value, default=0, metavar="F",
                    help="only reads with one of these bits")
-    p.add_argument("--master",
-                   help="Spark master (default: spark-submit's, else SPARK_MASTER, else local[*])")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    add_storage_flags(p)
+    add_job_flags(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit status (0 done, 1 error, 2 usage)."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def work() -> int:
         options = coverage_options(
             fast_mode=args.fast_mode, samtools=args.samtools, mapq=args.mapq, flag_exclude=args.flag_exclude,
             flag_include=args.flag_include, count_deletions=args.count_deletions,
@@ -61,14 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             spark, args.datasets, args.out, by=args.by, fmt=args.format, options=options,
             overwrite=args.overwrite, **storage_options(args),
         )
-    except (Bams3Error, OSError, ValueError) as exc:
-        if args.debug or os.environ.get("BAMS3_DEBUG") == "1":
-            traceback.print_exc()
-        text = " ".join(str(exc).splitlines()[0].split()) if str(exc).strip() else type(exc).__name__
-        print(f"{PROG}: error: {text}", file=sys.stderr)
-        return 1
-    print(f"{args.out}: coverage of {len(args.datasets)} dataset(s) written ({args.format})")
-    return 0
+        print(f"{args.out}: coverage of {len(args.datasets)} dataset(s) written ({args.format})")
+        return 0
+
+    return run_job(PROG, work, args.debug)
 
 
 if __name__ == "__main__":

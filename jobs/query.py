@@ -11,8 +11,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from bams3_spark.cli import add_storage_flags, storage_options
-from bams3_spark.spark.query_job import FORMATS, run_job, run_query
+from bams3_spark.cli.common import add_job_flags, storage_options
+from bams3_spark.spark.jobs import run_job
+from bams3_spark.spark.query_job import FORMATS, report, run_query
+from bams3_spark.spark.session import get_session
 
 PROG = "jobs/query.py"
 
@@ -29,17 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default parquet)")
     p.add_argument("--count", action="store_true", help="write per-sample record counts instead of records")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    add_storage_flags(p)
+    add_job_flags(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit status (0 done, 1 error, 2 usage)."""
     args = build_parser().parse_args(argv)
-    return run_job(
-        PROG,
-        lambda: run_query(
+
+    def work() -> int:
+        spark = get_session(master=args.master, app_name="bams3-query")
+        result = run_query(
             args.datasets,
             args.out,
             regions=args.region,
@@ -47,9 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             count=args.count,
             overwrite=args.overwrite,
             storage_options=storage_options(args),
-        ),
-        debug=args.debug,
-    )
+            spark=spark,
+        )
+        return report(PROG, result)
+
+    return run_job(PROG, work, args.debug)
 
 
 if __name__ == "__main__":

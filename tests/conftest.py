@@ -1,24 +1,24 @@
-"""Shared fixtures: a real S3 endpoint (moto server on loopback), BAM builders,
-samtools oracles and one session-scoped local SparkSession."""
+"""Shared fixtures: a real S3 endpoint (moto server on loopback), BAM builders, one local
+SparkSession per test process and one standalone Spark cluster for the whole session.
+
+Oracles and builders live in :mod:`tests.support`.
+"""
 
 from __future__ import annotations
 
-import glob
+import fcntl
+import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pysam
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFORMANCE_DIR = ROOT.parent / "shared" / "conformance" / "htslib"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Credentials for the loopback S3 server only: never real ones.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -27,24 +27,6 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
 # moto's server logs every request at INFO: keep test failure output readable.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
-
-
-def conformance_files() -> list[Path]:
-    """The htslib conformance SAM files (read in place, never copied)."""
-    return sorted(Path(p) for p in glob.glob(str(CONFORMANCE_DIR / "*.sam")))
-
-
-def samtools(*args: str) -> str:
-    """Run the real samtools and return its stdout (the oracle)."""
-    return subprocess.run(["samtools", *args], check=True, capture_output=True, text=True).stdout
-
-
-def sam_to_bam(sam: Path | str, out_dir: Path) -> Path:
-    """Sort and index a SAM file into ``out_dir`` with pysam (as the corpus README says)."""
-    out = out_dir / (Path(sam).stem.replace("#", "_") + ".bam")
-    pysam.sort("-o", str(out), str(sam))
-    pysam.index(str(out))
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -84,9 +66,17 @@ def s3_opts(s3_server: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def multi_bam(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The generated multi-contig BAM (see tests/bamgen.py), sorted and indexed."""
-    from bamgen import make_multi_contig_bam
+    from tests.support.bamgen import make_multi_contig_bam
 
     return make_multi_contig_bam(tmp_path_factory.mktemp("multi") / "multi.bam")
+
+
+@pytest.fixture(scope="session")
+def bin_bam(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BAM whose index has bins at every level (see tests/support/bamgen.py), BAI-indexed."""
+    from tests.support.bamgen import make_bin_test_bam
+
+    return make_bin_test_bam(tmp_path_factory.mktemp("bins") / "bins.bam")
 
 
 @pytest.fixture(scope="session")
@@ -105,18 +95,53 @@ def two_ref_bam(multi_bam: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return out
 
 
+# One standalone cluster serves every test process of the session: the first
+# test that needs it starts it (under a file lock, in a directory the xdist
+# controller hands every worker), the others join it, and the process that
+# configured the session stops it at the end. Applications queue on it.
+_CLUSTER_DIR_KEY = "bams3_cluster_dir"
+_cluster_dir = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """(xdist controller) Tell each worker where the session's cluster lives."""
+    node.workerinput[_CLUSTER_DIR_KEY] = node.config.stash[_cluster_dir]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """(controller, or the only process) Make the directory of the session's cluster."""
+    if not hasattr(config, "workerinput"):
+        config.stash[_cluster_dir] = tempfile.mkdtemp(prefix="bams3-test-cluster-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """(controller, or the only process) Stop the session's cluster, if one was started."""
+    if hasattr(config, "workerinput") or _cluster_dir not in config.stash:
+        return
+    from tests.support.spark_cluster import stop_cluster
+
+    folder = Path(config.stash[_cluster_dir])
+    state = folder / "cluster.json"
+    if state.exists():
+        stop_cluster(json.loads(state.read_text())["pids"])
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """One standalone Spark cluster (master + 2 workers on 127.0.0.1) for every cluster test of
-    the session (of each pytest-xdist worker); yields (master URL, its directory).
+def standalone(pytestconfig: pytest.Config) -> tuple[str, Path]:
+    """The session's standalone Spark cluster (master + 2 workers on 127.0.0.1): (master URL, directory)."""
+    from tests.support.spark_cluster import start_cluster
 
-    Started on first use; tests using it run one application at a time.
-    """
-    from spark_cluster import standalone_cluster
-
-    workdir = tmp_path_factory.mktemp("cluster")
-    with standalone_cluster(workdir, workers=2) as master:
-        yield master, workdir
+    workerinput = getattr(pytestconfig, "workerinput", None)
+    folder = Path(workerinput[_CLUSTER_DIR_KEY] if workerinput else pytestconfig.stash[_cluster_dir])
+    state = folder / "cluster.json"
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not state.exists():
+            url, pids = start_cluster(folder / "cluster", workers=2)
+            state.write_text(json.dumps({"url": url, "pids": pids}))
+        return json.loads(state.read_text())["url"], folder / "cluster"
 
 
 @pytest.fixture(scope="session")
@@ -127,8 +152,3 @@ def spark() -> Iterator[object]:
     session = get_session(master="local[2]", app_name="bams3-tests")
     yield session
     session.stop()
-
-
-def have(tool: str) -> bool:
-    """Return whether a command-line tool is on PATH."""
-    return shutil.which(tool) is not None

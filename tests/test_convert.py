@@ -4,7 +4,6 @@ equivalence, bad input, and crash safety."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import signal
@@ -15,12 +14,10 @@ from pathlib import Path
 
 import pysam
 import pytest
-from conftest import conformance_files, sam_to_bam, samtools
 
-from bams3_spark.bam import write_sam
+from bams3_spark import open_dataset
 from bams3_spark.cli import main
 from bams3_spark.convert import convert
-from bams3_spark.dataset import open_dataset
 from bams3_spark.exceptions import (
     DatasetExistsError,
     IncompleteDatasetError,
@@ -29,6 +26,10 @@ from bams3_spark.exceptions import (
     NotADatasetError,
     UnsortedInputError,
 )
+from bams3_spark.query.output import write_sam
+from tests.support.bamgen import empty_bam, unsorted_bam
+from tests.support.cli import run_bams3
+from tests.support.oracles import conformance_files, sam_to_bam, samtools
 
 pytestmark = pytest.mark.skipif(shutil.which("samtools") is None, reason="samtools (oracle) missing")
 
@@ -37,7 +38,7 @@ def export_sam(url: str, **opts: object) -> str:
     """Header plus every record of a dataset, as SAM text."""
     ds = open_dataset(url, **opts)
     buf = io.StringIO()
-    write_sam(buf, ds.header, ds.iter_tables())
+    write_sam(buf, ds.iter_tables(), ds.header)
     return buf.getvalue()
 
 
@@ -153,27 +154,6 @@ def test_foreign_files_are_not_clobbered(multi_bam: Path, tmp_path: Path) -> Non
     assert (out / "notes.txt").read_text() == "keep me"
 
 
-def _unsorted_bam(tmp_path: Path) -> Path:
-    sam = tmp_path / "unsorted.sam"
-    sam.write_text(
-        "@HD\tVN:1.6\n@SQ\tSN:c\tLN:1000\n"
-        "a\t0\tc\t500\t60\t4M\t*\t0\t0\tACGT\tIIII\n"
-        "b\t0\tc\t100\t60\t4M\t*\t0\t0\tACGT\tIIII\n"
-    )
-    bam = tmp_path / "unsorted.bam"
-    pysam.view("-b", "-o", str(bam), str(sam), catch_stdout=False)
-    return bam
-
-
-def _empty_bam(tmp_path: Path) -> Path:
-    sam = tmp_path / "empty.sam"
-    sam.write_text("@HD\tVN:1.6\tSO:coordinate\n@SQ\tSN:c\tLN:1000\n")
-    bam = tmp_path / "empty.bam"
-    pysam.view("-b", "-o", str(bam), str(sam), catch_stdout=False)
-    pysam.index(str(bam))
-    return bam
-
-
 def test_bad_inputs_raise_package_errors(multi_bam: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.bam"):
         convert(str(tmp_path / "missing.bam"), str(tmp_path / "o1"))
@@ -182,9 +162,9 @@ def test_bad_inputs_raise_package_errors(multi_bam: Path, tmp_path: Path) -> Non
     with pytest.raises(InputFormatError, match="not.bam"):
         convert(str(notbam), str(tmp_path / "o2"))
     with pytest.raises(UnsortedInputError, match="samtools sort"):
-        convert(str(_unsorted_bam(tmp_path)), str(tmp_path / "o3"))
+        convert(str(unsorted_bam(tmp_path)), str(tmp_path / "o3"))
     with pytest.raises(InputFormatError, match="no records"):
-        convert(str(_empty_bam(tmp_path)), str(tmp_path / "o4"))
+        convert(str(empty_bam(tmp_path)), str(tmp_path / "o4"))
     with pytest.raises(InvalidArgumentError, match="256K and 4M"):
         convert(str(multi_bam), str(tmp_path / "o5"), chunk_size="8M")
     with pytest.raises(InvalidArgumentError, match="not a size"):
@@ -203,70 +183,6 @@ def test_truncated_bam_fails_and_leaves_no_dataset(multi_bam: Path, tmp_path: Pa
         convert(str(trunc), str(out), chunk_size="256K")
     with pytest.raises((NotADatasetError, IncompleteDatasetError)):
         open_dataset(str(out))
-
-
-def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bams3_spark", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
-
-
-@pytest.mark.parametrize(
-    ("make_args", "needle"),
-    [
-        (lambda t, b: ["convert", str(t / "missing.bam"), str(t / "o")], "missing.bam: no such file"),
-        (lambda t, b: ["convert", str(_unsorted_bam(t)), str(t / "o")], "samtools sort"),
-        (lambda t, b: ["convert", str(_empty_bam(t)), str(t / "o")], "no records"),
-        (lambda t, b: ["convert", "--chunk-size", "1K", str(b), str(t / "o")], "--chunk-size"),
-        (lambda t, b: ["convert", str(b), str(b) + "/under-a-file"], "under-a-file"),
-        (lambda t, b: ["info", str(t)], "not a BAMS3 dataset"),
-    ],
-)
-def test_cli_errors_are_one_line(make_args, needle: str, multi_bam: Path, tmp_path: Path) -> None:
-    proc = _cli(make_args(tmp_path, multi_bam))
-    assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert needle in lines[0] and "Traceback" not in proc.stderr
-
-
-def test_cli_debug_shows_traceback(tmp_path: Path) -> None:
-    proc = _cli(["--debug", "info", str(tmp_path)])
-    assert proc.returncode == 1 and "Traceback" in proc.stderr
-
-
-@pytest.mark.s3
-def test_s3_missing_bucket_and_access_denied(multi_bam: Path, s3_server: str, tmp_path: Path) -> None:
-    from denying_s3 import denying_endpoint
-
-    proc = _cli(["convert", "--s3-endpoint", s3_server, str(multi_bam), "s3://no-such-bucket-xyz/ds"])
-    assert proc.returncode == 1 and "no-such-bucket-xyz" in proc.stderr and "does not exist" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-    with denying_endpoint() as endpoint:
-        proc = _cli(["convert", "--s3-endpoint", endpoint, str(multi_bam), "s3://locked/ds"])
-    assert proc.returncode == 1 and "s3://locked/ds" in proc.stderr
-    assert "denied" in proc.stderr.lower() and len(proc.stderr.strip().splitlines()) == 1
-
-
-def test_info_json_and_validate(multi_bam: Path, tmp_path: Path) -> None:
-    out = tmp_path / "ds"
-    assert _cli(["convert", "--quiet", "--chunk-size", "256K", str(multi_bam), str(out)]).returncode == 0
-    info = json.loads(_cli(["info", "--json", str(out)]).stdout)
-    assert info["records"] == int(samtools("view", "-c", str(multi_bam)))
-    assert info["format_version"] == "1.0" and info["sample"] == "sampleA"
-    assert "records" in _cli(["info", str(out)]).stdout
-    ok = _cli(["validate", str(out)])
-    assert ok.returncode == 0 and "OK" in ok.stdout
-    victim = sorted((out / "data").rglob("*.chunk"))[0]
-    raw = bytearray(victim.read_bytes())
-    raw[len(raw) // 3] ^= 0xFF
-    victim.write_bytes(bytes(raw))
-    bad = _cli(["validate", str(out)])
-    assert bad.returncode == 1 and victim.name in bad.stderr
 
 
 def _big_bam(tmp_path: Path, reads: int = 150_000) -> Path:
@@ -311,37 +227,9 @@ def test_killed_conversion_is_incomplete_and_rerun_succeeds(tmp_path: Path) -> N
     proc.wait()
     with pytest.raises(IncompleteDatasetError, match="incomplete"):
         open_dataset(str(out))
-    info = _cli(["info", str(out)])
+    info = run_bams3(["info", str(out)])
     assert info.returncode == 1 and "incomplete" in info.stderr
-    rerun = _cli(["convert", "--quiet", "--chunk-size", "256K", str(bam), str(out)])
+    rerun = run_bams3(["convert", "--quiet", "--chunk-size", "256K", str(bam), str(out)])
     assert rerun.returncode == 0, rerun.stderr
     assert open_dataset(str(out)).manifest.records == 150_000
     assert open_dataset(str(out)).validate() == []
-
-
-def test_progress_line_on_a_terminal_only(multi_bam: Path, tmp_path: Path) -> None:
-    import pty
-
-    out = tmp_path / "tty.bams3"
-    cmd = [sys.executable, "-m", "bams3_spark", "convert", "--chunk-size", "256K", str(multi_bam), str(out)]
-    primary, secondary = pty.openpty()
-    proc = subprocess.run(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=secondary, timeout=120
-    )
-    os.close(secondary)
-    shown = b""
-    while True:
-        try:
-            block = os.read(primary, 65536)
-        except OSError:
-            break
-        if not block:
-            break
-        shown += block
-    os.close(primary)
-    assert proc.returncode == 0
-    assert b"reads" in shown and b"chunks" in shown and b"MB/s" in shown
-    piped = _cli(["convert", "--overwrite", "--chunk-size", "256K", str(multi_bam), str(out)])
-    assert "MB/s" not in piped.stderr  # not a terminal: summary only
-    quiet = _cli(["convert", "--quiet", "--overwrite", "--chunk-size", "256K", str(multi_bam), str(out)])
-    assert quiet.stderr == ""

@@ -15,22 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bams3_spark.exceptions import CorruptDatasetError, UnsupportedVersionError
+from bams3_spark.format.layout import (
+    HEADER_NAME,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    UNPLACED_KEY,
+    chunk_path,
+    index_path,
+)
 
 FORMAT_NAME = "bams3"
 FORMAT_VERSION = "1.0"
 FORMAT_MAJOR = 1
-
-MANIFEST_NAME = "bams3.json"
-HEADER_NAME = "header.sam"
-INDEX_DIR = "index"
-DATA_DIR = "data"
-UNPLACED_NAME = "*"
-UNPLACED_KEY = "unplaced"
-
-DEFAULT_CHUNK_SIZE = 1 << 20
-MIN_CHUNK_SIZE = 256 << 10
-MAX_CHUNK_SIZE = 4 << 20
-DEFAULT_MAX_CHUNK_RECORDS = 250_000
 
 #: Upper bounds for untrusted numbers: far above anything real, low enough
 #: that arithmetic on them cannot misbehave.
@@ -40,35 +36,6 @@ MAX_RECORDS = 1 << 40
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK_NAME_RE = re.compile(r"^(\d{10})-(\d{10})(?:\.(\d{4}))?\.chunk$")
-_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def reference_key(tid: int, name: str) -> str:
-    """Return the storage key of reference number ``tid`` named ``name``.
-
-    Keys are unique (they start with the reference's index in the header),
-    deterministic, and contain only ``[A-Za-z0-9._-]`` so they are safe as S3
-    keys and file names on every filesystem, whatever the reference name
-    (``HLA-DRB1*15:01:01:01`` becomes ``r000012-HLA-DRB1_15_01_01_01``).
-    """
-    safe = _UNSAFE_KEY_CHARS.sub("_", name)[:80]
-    return f"r{tid:06d}-{safe}"
-
-
-def chunk_path(key: str, window_start: int, window_end: int, part: int = 0) -> str:
-    """Return the dataset-relative path of a chunk object.
-
-    Part 0 of a window is ``data/<key>/<start>-<end>.chunk``; a window split
-    because it holds too many records continues with ``<start>-<end>.0001.chunk``.
-    """
-    suffix = "" if part == 0 else f".{part:04d}"
-    return f"{DATA_DIR}/{key}/{window_start:010d}-{window_end:010d}{suffix}.chunk"
-
-
-def index_path(key: str) -> str:
-    """Return the dataset-relative path of a reference's index."""
-    return f"{INDEX_DIR}/{key}.json"
 
 
 def check_version(version: object, what: str) -> None:
@@ -180,6 +147,22 @@ class ChunkInfo:
     records: int
     bytes: int
     sha256: str
+
+    def overlaps(self, start: int, end: int) -> bool:
+        """Whether some record may overlap the 0-based half-open interval [start, end).
+
+        FORMAT.md §6: the chunk is needed when ``min_start <= end`` and
+        ``max_end > start`` (htslib's overlap rule applied to the index bounds).
+        """
+        return self.min_start <= end and self.max_end > start
+
+    def inside(self, start: int, end: int) -> bool:
+        """Whether every record overlaps [start, end): all of them start inside it.
+
+        Every record has ``min_start <= pos <= max_start`` and ``end >= pos``,
+        so starting in ``(start, end]`` (1-based ``pos``) means overlapping.
+        """
+        return self.min_start > start and self.max_start <= end
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -16,8 +16,11 @@ runs from 100 to the reference end, ``chr1:-100`` is ``chr1:1-100``,
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from bams3_spark.exceptions import RegionError
 
@@ -191,6 +194,50 @@ def _parse_coords(text: str, coords: str) -> tuple[int, int]:
     return beg, end
 
 
-def parse_regions(texts: list[str] | tuple[str, ...], lengths: Mapping[str, int]) -> list[Region]:
-    """Parse several region strings, keeping their order (duplicates kept too)."""
-    return [parse_region(t, lengths) for t in texts]
+def merge_intervals(intervals: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sort and merge overlapping or touching intervals (samtools' ``bed_unify``).
+
+    Records overlap the merged intervals exactly when they overlap one of the
+    originals (a record covers a contiguous span).
+    """
+    merged: list[list[int]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return tuple((s, e) for s, e in merged)
+
+
+def overlap_mask(
+    pos: npt.NDArray[np.int64], end: npt.NDArray[np.int64], intervals: Sequence[tuple[int, int]]
+) -> npt.NDArray[np.bool_]:
+    """Which records overlap any of the intervals: htslib's rule, vectorized (FORMAT.md §9).
+
+    A record with 1-based ``pos`` and ``end`` (``bam_endpos``; unmapped placed
+    reads cover one base) overlaps the 0-based half-open ``[s, e)`` when
+    ``pos <= e`` and ``end > s``, as :meth:`Region.overlaps` says of one record.
+
+    Args:
+        pos: The records' ``pos`` column.
+        end: The records' ``end`` column.
+        intervals: 0-based half-open intervals, in any order.
+    """
+    p0 = pos - 1  # 0-based first base
+    merged = intervals if _sorted_disjoint(intervals) else merge_intervals(intervals)
+    if len(merged) == 1:
+        s, e = merged[0]
+        return (p0 < e) & (end > s)
+    starts = np.fromiter((s for s, _ in merged), np.int64, len(merged))
+    ends = np.fromiter((e for _, e in merged), np.int64, len(merged))
+    # Disjoint and sorted intervals have sorted ends too: the first interval
+    # ending after a record's start is the only one to check.
+    idx = np.searchsorted(ends, p0, side="right")
+    ok = idx < len(ends)
+    hit = np.zeros(len(p0), dtype=bool)
+    hit[ok] = starts[idx[ok]] < end[ok]
+    return hit
+
+
+def _sorted_disjoint(intervals: Sequence[tuple[int, int]]) -> bool:
+    return all(intervals[i][1] <= intervals[i + 1][0] for i in range(len(intervals) - 1))

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bams3_spark.format.flags import UNMAP
 from bams3_spark.format.schema import RECORD_SCHEMA, SAM_COLUMNS
 
 _F32 = struct.Struct("<f")
@@ -35,7 +36,6 @@ _FLOAT_TAG_RE = re.compile(r"(?:^|\t)[A-Za-z][A-Za-z0-9]:(?:f:|B:f)")
 _FLOAT_TAG_PATTERN = r"(^|\t)[A-Za-z][A-Za-z0-9]:(f:|B:f)"
 _F_FIELD_PATTERN = r"^[A-Za-z][A-Za-z0-9]:f:"
 _B_F_FIELD_PATTERN = r"(^|\t)[A-Za-z][A-Za-z0-9]:B:f"
-BAM_FUNMAP = 4
 
 
 def cigar_ref_length(cigar: str) -> int:
@@ -69,7 +69,7 @@ def compute_end(
     )
     rlen = lengths[encoded.indices.to_numpy()]
     flags = _numpy(flag)
-    rlen[(flags & BAM_FUNMAP) != 0] = 0
+    rlen[(flags & UNMAP) != 0] = 0
     np.maximum(rlen, 1, out=rlen)
     positions = _numpy(pos)
     end = np.where(positions > 0, positions + rlen - 1, 0)

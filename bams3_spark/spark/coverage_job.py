@@ -3,15 +3,15 @@
 :func:`coverage_dataframe` returns a DataFrame ``sample, rname, start, end,
 depth`` (per-base depth as run-length intervals) or ``... mean_depth`` (mean
 depth per ``by``-base window), row for row the table of the local engine
-(:func:`bams3_spark.coverage_dataset.coverage_table`). :func:`run_coverage`
+(:func:`bams3_spark.coverage.engine.coverage_table`). :func:`run_coverage`
 writes it as Parquet, CSV or bedGraph; ``jobs/coverage.py`` is its command line.
 
 How the work is split (and why it stays exact):
 
 1. **Map, one task per chunk.** Each task reads one chunk object itself, in
    Python, with only the columns the counting mode needs
-   (:func:`~bams3_spark.coverage.required_columns`), and counts it alone
-   (:func:`~bams3_spark.coverage_dataset.chunk_partial`): the depth
+   (:func:`~bams3_spark.coverage.options.required_columns`), and counts it alone
+   (:func:`~bams3_spark.coverage.chunked.chunk_partial`): the depth
    contribution of its reads, cut into fixed genomic *buckets* (1 Mbp, a
    multiple of the window) and run-length encoded, plus its mate state.
    Reads crossing chunk or bucket edges simply contribute to several buckets:
@@ -26,7 +26,7 @@ How the work is split (and why it stays exact):
    straddling a chunk edge, and mates whose partner never passes the filters)
    are collected, the chunks' per-name rows are filtered to them on the
    executors, and the driver replays the state machine over the chunks in
-   order (:func:`~bams3_spark.coverage_dataset.mate_corrections`), producing
+   order (:func:`~bams3_spark.coverage.chunked.mate_corrections`), producing
    small depth corrections. The chunk order (datasets, references in header
    order, windows, parts) is numbered on the driver and travels with each
    task's chunk. The map output is locally checkpointed, so chunks are read
@@ -51,14 +51,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bams3_spark.coverage import CoverageOptions, required_columns
+from bams3_spark.coverage.options import CoverageOptions, required_columns
 from bams3_spark.exceptions import InvalidArgumentError
-from bams3_spark.format.manifest import UNPLACED_NAME
+from bams3_spark.format.layout import UNPLACED_NAME
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from bams3_spark.dataset import ChunkRef
+    from bams3_spark.dataset.chunks import ChunkRef
 
 #: Default bucket (reduce unit), about one chunk window.
 DEFAULT_BUCKET = 1 << 20
@@ -112,9 +112,9 @@ def _map_chunks(
     """The map function (executors): each item is one chunk object, with its place in the order."""
 
     def run(items: Iterator[tuple[int, str, ChunkRef]]) -> Iterator[tuple[Any, ...]]:
-        from bams3_spark.coverage_dataset import chunk_partial, table_to_ipc
-        from bams3_spark.dataset import ChunkRef
-        from bams3_spark.io import shared_storage
+        from bams3_spark.coverage.chunked import chunk_partial, table_to_ipc
+        from bams3_spark.dataset.chunks import ChunkRef
+        from bams3_spark.io.storage import shared_storage
 
         columns = list(required_columns(options))
         for chunk_id, sample, given in items:
@@ -146,7 +146,7 @@ def _filter_groups(names: Mapping[tuple[str, str], list[str]]) -> Any:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from bams3_spark.coverage_dataset import table_from_ipc, table_to_ipc
+        from bams3_spark.coverage.chunked import table_from_ipc, table_to_ipc
 
         for batch in batches:
             out: dict[str, list[Any]] = {"sample": [], "rname": [], "chunk": [], "groups": []}
@@ -178,7 +178,8 @@ def _reduce_bucket(bsize: int, window: int | None) -> Any:
     def run(table: pa.Table) -> pa.Table:
         import pyarrow as pa
 
-        from bams3_spark.coverage import ReferenceDepth, window_means_table
+        from bams3_spark.coverage.depth import ReferenceDepth
+        from bams3_spark.coverage.stats import window_means_table
 
         first = table.slice(0, 1).to_pylist()[0]
         bucket, length = int(first["bucket"]), int(first["length"])
@@ -228,29 +229,6 @@ def _reduce_bucket(bsize: int, window: int | None) -> Any:
     return run
 
 
-def coverage_options(
-    *, fast_mode: bool = False, samtools: bool = False, mapq: int = 0, flag_exclude: int | None = None,
-    flag_include: int = 0, count_deletions: bool = False,
-) -> CoverageOptions:
-    """Counting options from the job's flags (mosdepth's by default).
-
-    Raises:
-        InvalidArgumentError: For incompatible or out-of-range values.
-    """
-    if fast_mode and samtools:
-        raise InvalidArgumentError("--fast-mode and --samtools are exclusive")
-    if count_deletions and not samtools:
-        raise InvalidArgumentError("--count-deletions needs --samtools (samtools depth -J)")
-    mode = "fast" if fast_mode else "samtools" if samtools else "mosdepth"
-    try:
-        return CoverageOptions(
-            mode=mode, mapq=mapq, flag_exclude=1796 if flag_exclude is None else flag_exclude,
-            flag_include=flag_include, count_deletions=count_deletions,
-        )
-    except ValueError as exc:
-        raise InvalidArgumentError(str(exc)) from None
-
-
 def _coverage_frame(
     spark: Any, paths: Sequence[str], by: int | None, options: CoverageOptions, bsize: int | None,
     storage_options: Mapping[str, Any],
@@ -259,13 +237,9 @@ def _coverage_frame(
     from pyspark.sql import Window
     from pyspark.sql import functions as F  # noqa: N812 - Spark's convention
 
-    from bams3_spark.coverage_dataset import (
-        ChunkMates,
-        mate_corrections,
-        open_datasets,
-        pending_names,
-        table_from_ipc,
-    )
+    from bams3_spark.coverage.chunked import ChunkMates, mate_corrections, pending_names, table_from_ipc
+    from bams3_spark.coverage.engine import open_datasets
+
     if by is not None and (isinstance(by, bool) or not isinstance(by, int) or by <= 0):
         raise InvalidArgumentError(f"window size must be a positive integer; got {by!r}")
     size = bucket_size(by) if bsize is None else bucket_size(by, bsize)
@@ -380,7 +354,7 @@ def coverage_dataframe(
         included, covering every reference) or ``sample, rname, start, end,
         mean_depth`` (every window of every reference); int32 coordinates,
         0-based half-open; sorted by dataset order, header order, start. The
-        same rows as :func:`bams3_spark.coverage_dataset.coverage_table`.
+        same rows as :func:`bams3_spark.coverage.engine.coverage_table`.
 
     Raises:
         InvalidArgumentError: For a bad window or options.
@@ -426,7 +400,7 @@ def run_coverage(
 
     if fmt not in FORMATS:
         raise InvalidArgumentError(f"unknown format {fmt!r}; formats are {', '.join(FORMATS)}")
-    from bams3_spark.io import Storage
+    from bams3_spark.io.storage import Storage
 
     if not overwrite and Storage(out, **storage_options).exists():
         # Checked here: Spark would fail only after computing everything.
@@ -452,6 +426,4 @@ def run_coverage(
             writer.parquet(out)
 
 
-__all__ = [
-    "DEFAULT_BUCKET", "FORMATS", "bucket_size", "coverage_dataframe", "coverage_options", "run_coverage",
-]
+__all__ = ["DEFAULT_BUCKET", "FORMATS", "bucket_size", "coverage_dataframe", "run_coverage"]

@@ -24,10 +24,8 @@ Readers, partitions and the source itself hold only picklable configuration
 
 from __future__ import annotations
 
-import json
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,41 +50,28 @@ from pyspark.sql.datasource import (
 )
 from pyspark.sql.types import StringType, StructField, StructType
 
-from bams3_spark.exceptions import DatasetError, InvalidArgumentError, NotADatasetError
+from bams3_spark.exceptions import DatasetError, InvalidArgumentError
+from bams3_spark.format.schema import INT_COLUMNS
+from bams3_spark.parallel import thread_map
+from bams3_spark.query.filter import INT64_MAX, INT64_MIN, STRING_ONLY_OPS, Predicate
+from bams3_spark.spark.scan import (
+    SAMPLE_COLUMN,
+    SOURCE_NAME,
+    DatasetEntry,
+    ScanConfig,
+    parse_bool,
+    resolve_scan,
+    scan_options,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from bams3_spark.dataset import Dataset
     from bams3_spark.format.manifest import ChunkInfo
     from bams3_spark.format.regions import Region
 
-#: The format name: ``spark.read.format(SOURCE_NAME)``.
-SOURCE_NAME = "bams3"
-#: The column added to the record schema: the dataset's sample name.
-SAMPLE_COLUMN = "sample"
-
-#: Storage options accepted as data source options, with their value type.
-#: They are passed to fsspec (``bams3_spark.io.Storage``) on the driver and in tasks.
-STORAGE_OPTIONS: dict[str, type] = {
-    "endpoint_url": str,
-    "s3_endpoint": str,
-    "anon": bool,
-    "profile": str,
-    "key": str,
-    "secret": str,
-    "token": str,
-    "requester_pays": bool,
-}
-#: Rows per Arrow batch handed to Spark (``batch_rows`` option).
-DEFAULT_BATCH_ROWS = 32_768
-OPTIONS: tuple[str, ...] = ("path", "paths", "region", "regions", "pushdown", "batch_rows", *STORAGE_OPTIONS)
-
-#: Manifests and indexes are small objects: fetch many at once on the driver.
-_METADATA_THREADS = 16
-_TRUE = ("true", "1", "yes")
-_FALSE = ("false", "0", "no")
-
+#: Manifests and indexes are small objects: the driver plans many datasets at once.
+_PLAN_THREADS = 16
 
 # ---------------------------------------------------------------------------
 # Schema
@@ -156,237 +141,6 @@ def _bind_schema(schema: StructType) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------
-# Options and datasets (driver side, at load() time)
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DatasetEntry:
-    """A dataset of the scan, as validated on the driver.
-
-    Attributes:
-        url: Dataset prefix (absolute path or URL).
-        sample: Sample name (read-group SM, or the dataset's base name).
-        format_version: The manifest's ``format_version``.
-        regions: The region options parsed against this dataset's references
-            (0-based half-open), in header order; empty for no region option.
-    """
-
-    url: str
-    sample: str
-    format_version: str
-    regions: tuple[Region, ...] = ()
-
-
-@dataclass(frozen=True)
-class ScanConfig:
-    """Everything a scan needs, validated: datasets, regions, storage options."""
-
-    datasets: tuple[DatasetEntry, ...]
-    region_texts: tuple[str, ...]
-    storage_options: Mapping[str, Any]
-    batch_rows: int = DEFAULT_BATCH_ROWS
-    pushdown: bool = False
-
-    @property
-    def samples(self) -> list[str]:
-        """Sample names, in dataset order."""
-        return [d.sample for d in self.datasets]
-
-
-def _json_list(name: str, text: str) -> list[str]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        raise InvalidArgumentError(f"bams3 option {name!r}: not a JSON array of strings: {text!r}") from None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidArgumentError(f"bams3 option {name!r}: not a JSON array of strings: {text!r}")
-    return value
-
-
-def _parse_bool(name: str, text: str) -> bool:
-    value = str(text).strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise InvalidArgumentError(f"bams3 option {name!r}: expected true or false, got {text!r}")
-
-
-def _storage_options(options: Mapping[str, str]) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
-    for name, kind in STORAGE_OPTIONS.items():
-        if name not in options or options[name] is None:
-            continue
-        raw = options[name]
-        if kind is bool:
-            opts[name] = _parse_bool(name, raw)
-        elif not str(raw).strip():
-            raise InvalidArgumentError(f"bams3 option {name!r}: empty value")
-        else:
-            opts[name] = str(raw)
-    if "endpoint_url" in opts and "s3_endpoint" in opts and opts["endpoint_url"] != opts["s3_endpoint"]:
-        raise InvalidArgumentError("bams3 options 'endpoint_url' and 's3_endpoint' disagree")
-    if "s3_endpoint" in opts:
-        opts["endpoint_url"] = opts.pop("s3_endpoint")
-    return opts
-
-
-def _region_texts(options: Mapping[str, str]) -> list[str]:
-    texts: list[str] = []
-    if options.get("region") is not None:
-        texts.append(str(options["region"]).strip())
-    raw = options.get("regions")
-    if raw is not None:
-        raw = str(raw).strip()
-        # Region strings may contain commas (1,000-2,000), so a list is a JSON
-        # array or whitespace-separated, as on samtools' command line.
-        texts += _json_list("regions", raw) if raw.startswith("[") else raw.split()
-    for t in texts:
-        if not t:
-            raise InvalidArgumentError("bams3 option 'region': empty region")
-    return list(dict.fromkeys(texts))
-
-
-def _paths(options: Mapping[str, str]) -> list[str]:
-    paths: list[str] = []
-    if options.get("path"):
-        paths.append(str(options["path"]))
-    if options.get("paths"):
-        paths += _json_list("paths", str(options["paths"]))
-    if not paths:
-        raise InvalidArgumentError("bams3: no dataset given: use .load(PATH), .load([PATHS]) or a glob")
-    if any(not p.strip() for p in paths):
-        raise InvalidArgumentError("bams3: empty dataset path")
-    return list(dict.fromkeys(p.strip() for p in paths))
-
-
-def expand_paths(paths: Iterable[str], storage_options: Mapping[str, Any]) -> list[str]:
-    """Expand glob patterns (``*``, ``?``, ``[``) among dataset paths.
-
-    Args:
-        paths: Dataset paths or URLs, some of them patterns such as
-            ``s3://bucket/cohort/*.bams3``.
-        storage_options: fsspec options for listing object stores.
-
-    Returns:
-        The paths, each pattern replaced by its sorted matches.
-
-    Raises:
-        NotADatasetError: If a pattern matches nothing.
-        OSError: If listing fails.
-    """
-    import fsspec
-
-    from bams3_spark.io import normalize_options, split_url
-
-    out: list[str] = []
-    for path in paths:
-        if not any(c in path for c in "*?["):
-            out.append(path)
-            continue
-        protocol, root = split_url(path.rstrip("/"))
-        try:
-            fs = fsspec.filesystem(protocol, **normalize_options(protocol, dict(storage_options)))
-            matches = sorted(str(m) for m in fs.glob(root))
-        except Exception as exc:  # noqa: BLE001 - storage clients raise anything
-            raise OSError(f"{path}: cannot list ({str(exc).splitlines()[0] if str(exc) else exc!r})") from exc
-        if not matches:
-            raise NotADatasetError(f"{path}: no dataset matches this pattern")
-        out += [m if protocol == "file" else f"{protocol}://{m}" for m in matches]
-    return list(dict.fromkeys(out))
-
-
-def parallel_map(fn: Any, items: Sequence[Any]) -> list[Any]:
-    """Map ``fn`` over ``items`` with threads (I/O bound); the first error in order wins."""
-    if len(items) <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(_METADATA_THREADS, len(items))) as pool:
-        return list(pool.map(fn, items))
-
-
-def resolve_scan(options: Mapping[str, str]) -> ScanConfig:
-    """Validate data source options and the datasets they name (driver side).
-
-    Reads each dataset's manifest (only that), so every problem surfaces
-    before any task runs, with one message naming the input.
-
-    Args:
-        options: The data source options (case-insensitive names, string values):
-            ``path``/``paths``, ``region``/``regions``, ``pushdown``,
-            ``batch_rows`` and the storage options of :data:`STORAGE_OPTIONS`.
-
-    Returns:
-        The validated scan configuration.
-
-    Raises:
-        InvalidArgumentError: Unknown option, bad value, or a region that does
-            not parse against a dataset's references.
-        NotADatasetError, IncompleteDatasetError, UnsupportedVersionError,
-        CorruptDatasetError: For a path that is not a usable dataset.
-        DatasetError: For mixed format versions or duplicate sample names.
-        OSError: For storage failures.
-    """
-    from bams3_spark.dataset import open_dataset
-    from bams3_spark.exceptions import RegionError
-
-    opts = {str(k).lower(): v for k, v in options.items()}
-    unknown = sorted(set(opts) - set(OPTIONS))
-    if unknown:
-        raise InvalidArgumentError(
-            f"bams3: unknown option(s) {', '.join(unknown)}; options are {', '.join(OPTIONS)}"
-        )
-    batch_rows = DEFAULT_BATCH_ROWS
-    if opts.get("batch_rows") is not None:
-        try:
-            batch_rows = int(str(opts["batch_rows"]))
-        except ValueError:
-            batch_rows = 0
-        if batch_rows < 1:
-            raise InvalidArgumentError(
-                f"bams3 option 'batch_rows': expected a positive integer, got {opts['batch_rows']!r}"
-            )
-    pushdown = _parse_bool("pushdown", opts["pushdown"]) if opts.get("pushdown") is not None else False
-    storage_options = _storage_options(opts)
-    region_texts = _region_texts(opts)
-    urls = expand_paths(_paths(opts), storage_options)
-    datasets: list[Dataset] = parallel_map(lambda u: open_dataset(u, **storage_options), urls)
-
-    entries: list[DatasetEntry] = []
-    seen_urls: set[str] = set()
-    for ds in datasets:
-        if ds.url in seen_urls:  # the same dataset named twice (a glob and a path)
-            continue
-        seen_urls.add(ds.url)
-        order = {e.name: i for i, e in enumerate(ds.manifest.references)}
-        regions = []
-        for text in region_texts:
-            try:
-                regions.append(ds.parse_region(text))
-            except RegionError as exc:
-                raise RegionError(f"{ds.url}: {exc}") from None
-        regions.sort(key=lambda r: (order.get(r.rname, len(order)), r.start, r.end))
-        entries.append(DatasetEntry(ds.url, ds.sample, ds.manifest.format_version, tuple(regions)))
-
-    first = entries[0]
-    for e in entries[1:]:
-        if e.format_version != first.format_version:
-            raise DatasetError(
-                f"mixed BAMS3 format versions: {first.url} is {first.format_version}, "
-                f"{e.url} is {e.format_version}; load them separately"
-            )
-    by_sample: dict[str, str] = {}
-    for e in entries:
-        if e.sample in by_sample:
-            raise DatasetError(
-                f"sample {e.sample!r} appears twice ({by_sample[e.sample]} and {e.url}): "
-                "the sample column must identify the dataset; give each dataset its own SM"
-            )
-        by_sample[e.sample] = e.url
-    return ScanConfig(tuple(entries), tuple(region_texts), storage_options, batch_rows, pushdown)
-
-
-# ---------------------------------------------------------------------------
 # Filters
 # ---------------------------------------------------------------------------
 
@@ -404,151 +158,48 @@ _FILTER_OPS: dict[type, str] = {
     StringEndsWith: "endswith",
     StringContains: "contains",
 }
-_STRING_ONLY_OPS = frozenset({"startswith", "endswith", "contains"})
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
-@dataclass(frozen=True)
-class Predicate:
-    """A pushed Spark filter on one column, applied exactly to rows.
+def _predicate(flt: Filter, columns: Mapping[str, str]) -> Predicate | None:
+    """Translate a pushed filter, or return None if it cannot be applied exactly.
 
-    Every column is non-nullable, so ``NOT p`` is the exact complement of
-    ``p`` and comparisons never yield NULL: evaluating the same comparison
-    with Arrow compute gives exactly Spark's answer.
-
-    Attributes:
-        column: Column name (record column or ``sample``).
-        op: ``eq``, ``gt``, ``ge``, ``lt``, ``le``, ``in``, ``isnull``,
-            ``isnotnull``, ``startswith``, ``endswith`` or ``contains``.
-        value: The literal (a tuple for ``in``; None for the null tests).
-        negated: True for ``NOT (column op value)``.
+    Args:
+        flt: The filter Spark pushed.
+        columns: Output field name to column name.
     """
-
-    column: str
-    op: str
-    value: Any = None
-    negated: bool = False
-
-    @staticmethod
-    def from_filter(flt: Filter, columns: Mapping[str, str]) -> Predicate | None:
-        """Translate a pushed filter, or return None if it cannot be applied exactly.
-
-        Args:
-            flt: The filter Spark pushed.
-            columns: Output field name to column name.
-        """
-        from bams3_spark.format.schema import INT_COLUMNS
-
-        negated = False
-        if isinstance(flt, Not):
-            negated, flt = True, flt.child
-        op = _FILTER_OPS.get(type(flt))
-        attribute = getattr(flt, "attribute", None)
-        if op is None or not isinstance(attribute, tuple) or len(attribute) != 1:
-            return None
-        column = columns.get(attribute[0])
-        if column is None:
-            return None
-        is_int = column in INT_COLUMNS
-        if op in ("isnull", "isnotnull"):
-            return Predicate(column, op, None, negated)
-        if is_int and op in _STRING_ONLY_OPS:
-            return None
-        value = getattr(flt, "value", None)
-        values = tuple(value) if op == "in" and isinstance(value, list | tuple) else (value,)
-        for v in values:
-            if is_int:
-                # bool is an int in Python; floats or huge literals mean Spark
-                # compares in another type: leave those to Spark.
-                if isinstance(v, bool) or not isinstance(v, int) or not _INT64_MIN <= v <= _INT64_MAX:
-                    return None
-            elif not isinstance(v, str):
+    negated = False
+    if isinstance(flt, Not):
+        negated, flt = True, flt.child
+    op = _FILTER_OPS.get(type(flt))
+    attribute = getattr(flt, "attribute", None)
+    if op is None or not isinstance(attribute, tuple) or len(attribute) != 1:
+        return None
+    column = columns.get(attribute[0])
+    if column is None:
+        return None
+    is_int = column in INT_COLUMNS
+    if op in ("isnull", "isnotnull"):
+        return Predicate(column, op, None, negated)
+    if is_int and op in STRING_ONLY_OPS:
+        return None
+    value = getattr(flt, "value", None)
+    values = tuple(value) if op == "in" and isinstance(value, list | tuple) else (value,)
+    for v in values:
+        if is_int:
+            # bool is an int in Python; floats or huge literals mean Spark
+            # compares in another type: leave those to Spark.
+            if isinstance(v, bool) or not isinstance(v, int) or not INT64_MIN <= v <= INT64_MAX:
                 return None
-        return Predicate(column, op, values if op == "in" else value, negated)
-
-    def mask(self, column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-        """Return the boolean mask of the rows this predicate keeps."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        from bams3_spark.format.schema import INT_COLUMNS
-
-        op = self.op
-        if op == "isnull":
-            result = pc.is_null(column)
-        elif op == "isnotnull":
-            result = pc.is_valid(column)
-        else:
-            if self.column in INT_COLUMNS:
-                # int64 so literals beyond int32 compare instead of overflowing.
-                column = pc.cast(column, pa.int64())
-                kind: pa.DataType = pa.int64()
-            else:
-                kind = pa.string()
-            if op == "in":
-                result = pc.is_in(column, value_set=pa.array(list(self.value), kind))
-            elif op == "startswith":
-                result = pc.starts_with(column, pattern=self.value)
-            elif op == "endswith":
-                result = pc.ends_with(column, pattern=self.value)
-            elif op == "contains":
-                result = pc.match_substring(column, pattern=self.value)
-            else:
-                fn = {"eq": pc.equal, "gt": pc.greater, "ge": pc.greater_equal,
-                      "lt": pc.less, "le": pc.less_equal}[op]
-                result = fn(column, pa.scalar(self.value, kind))
-        return pc.invert(result) if self.negated else result
-
-    def on_value(self, value: str | int) -> bool:
-        """Evaluate on a constant column value (``rname`` of a chunk, ``sample`` of a dataset)."""
-        import pyarrow as pa
-
-        arr = pa.array([value], pa.string() if isinstance(value, str) else pa.int32())
-        return bool(self.mask(arr)[0].as_py())
-
-    def on_range(self, lo: int, hi: int) -> bool | None:
-        """Evaluate on every value in ``[lo, hi]``: True/False if all rows agree, None if unknown."""
-        v = self.value
-        result: bool | None
-        if self.op == "isnull":
-            result = False
-        elif self.op == "isnotnull":
-            result = True
-        elif self.op == "eq":
-            result = False if v < lo or v > hi else (True if lo == hi == v else None)
-        elif self.op == "gt":
-            result = True if lo > v else (False if hi <= v else None)
-        elif self.op == "ge":
-            result = True if lo >= v else (False if hi < v else None)
-        elif self.op == "lt":
-            result = True if hi < v else (False if lo >= v else None)
-        elif self.op == "le":
-            result = True if hi <= v else (False if lo > v else None)
-        elif self.op == "in":
-            if all(x < lo or x > hi for x in v):
-                result = False
-            else:
-                result = True if lo == hi and lo in v else None
-        else:
+        elif not isinstance(v, str):
             return None
-        if result is None or not self.negated:
-            return result
-        return not result
+    return Predicate(column, op, values if op == "in" else value, negated)
 
 
 def _region_state(info: ChunkInfo, region: Region) -> bool | None:
-    """Whether all (True), none (False) or some (None) records of a chunk overlap ``region``.
-
-    Index statistics bound every record: ``min_start <= pos <= max_start`` and
-    ``pos <= end <= max_end`` (``end`` is never before ``pos``).
-    """
-    if region.unplaced:
+    """Whether all (True), none (False) or some (None) records of a chunk overlap ``region``."""
+    if region.unplaced or info.inside(region.start, region.end):
         return True
-    if info.min_start > region.end or info.max_end <= region.start:
-        return False
-    if info.min_start > region.start and info.max_start <= region.end:
-        return True
-    return None
+    return None if info.overlaps(region.start, region.end) else False
 
 
 # ---------------------------------------------------------------------------
@@ -621,13 +272,13 @@ class Bams3ScanReader(DataSourceReader):
             raise RuntimeError("bams3 reader: partitions() called after pickling")
         sample_preds = [p for p in self._predicates if p.column == SAMPLE_COLUMN]
         datasets = [d for d in self._scan.datasets if all(p.on_value(d.sample) for p in sample_preds)]
-        planned = parallel_map(self._plan_dataset, datasets)
+        planned = thread_map(self._plan_dataset, datasets, min(_PLAN_THREADS, len(datasets)), "bams3-plan")
         return [p for parts in planned for p in parts]
 
     def _plan_dataset(self, entry: DatasetEntry) -> list[ChunkPartition]:
-        from bams3_spark.dataset import open_dataset
+        from bams3_spark.dataset.reader import DatasetReader
 
-        ds = open_dataset(entry.url, **self._storage_options)
+        ds = DatasetReader.open(entry.url, **self._storage_options)
         if ds.manifest.format_version != entry.format_version:
             raise DatasetError(f"{entry.url}: dataset replaced while the query was planned")
         rname_preds = [p for p in self._predicates if p.column == "rname"]
@@ -682,12 +333,14 @@ class Bams3ScanReader(DataSourceReader):
         """Yield the partition's matching rows as Arrow batches of the output schema."""
         if not isinstance(partition, ChunkPartition):
             return  # pyspark's placeholder partition when nothing matched
+        import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from bams3_spark.dataset import ChunkRef
+        from bams3_spark.dataset.chunks import ChunkRef
+        from bams3_spark.format.regions import overlap_mask
         from bams3_spark.format.schema import COLUMNS
-        from bams3_spark.io import shared_storage
+        from bams3_spark.io.storage import shared_storage
 
         needed = {c for c in self._columns if c != SAMPLE_COLUMN}
         needed |= {p.column for p in partition.predicates}
@@ -703,11 +356,9 @@ class Bams3ScanReader(DataSourceReader):
                 m = pred.mask(table.column(pred.column))
                 mask = m if mask is None else pc.and_(mask, m)
             if partition.intervals is not None:
-                pos, end = table.column("pos"), table.column("end")
-                inside = None
-                for start, stop in partition.intervals:
-                    m = pc.and_(pc.less_equal(pos, stop), pc.greater(end, start))
-                    inside = m if inside is None else pc.or_(inside, m)
+                pos = table.column("pos").to_numpy().astype(np.int64)
+                end = table.column("end").to_numpy().astype(np.int64)
+                inside = pa.array(overlap_mask(pos, end, partition.intervals))
                 mask = inside if mask is None else pc.and_(mask, inside)
             if mask is not None:
                 table = table.filter(mask)
@@ -758,7 +409,7 @@ class Bams3Reader(Bams3ScanReader):
         float literals...) is returned and Spark applies it.
         """
         for flt in filters:
-            pred = Predicate.from_filter(flt, self._field_columns)
+            pred = _predicate(flt, self._field_columns)
             if pred is None:
                 yield flt
             else:
@@ -856,32 +507,6 @@ def _statically_registered(spark: Any) -> bool:
         return False
 
 
-def scan_options(
-    paths: str | Sequence[str],
-    region: str | None = None,
-    regions: Sequence[str] | None = None,
-    **options: Any,
-) -> dict[str, str]:
-    """Return the data source options (strings) for Python arguments.
-
-    Args:
-        paths: One dataset path/URL/glob or several.
-        region: One samtools region.
-        regions: Several regions.
-        **options: Storage options (``endpoint_url``, ``anon``, ``profile``...)
-            and ``batch_rows``; names are checked by :func:`resolve_scan`.
-    """
-    opts: dict[str, str] = {"paths": json.dumps([paths] if isinstance(paths, str) else list(paths))}
-    if region is not None:
-        opts["region"] = region
-    if regions:
-        opts["regions"] = json.dumps(list(regions))
-    for key, value in options.items():
-        if value is not None:
-            opts[key] = str(value).lower() if isinstance(value, bool) else str(value)
-    return opts
-
-
 def guard_filter(schema: StructType) -> Any:
     """Return an always-true filter on ``schema`` that the source pushes and applies for free.
 
@@ -921,7 +546,7 @@ def load_bams3(spark: Any, options: Mapping[str, str], columns: Sequence[str] | 
         reader = reader.schema(schema)
     df = reader.load()
     pushdown = {k.lower(): v for k, v in options.items()}.get("pushdown")
-    if pushdown is not None and _parse_bool("pushdown", pushdown):
+    if pushdown is not None and parse_bool("pushdown", pushdown):
         df = df.filter(guard_filter(schema))
     return df
 

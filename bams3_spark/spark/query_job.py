@@ -27,13 +27,13 @@ import json
 import os
 import re
 import sys
-import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bams3_spark.exceptions import Bams3Error, InvalidArgumentError
-from bams3_spark.spark.datasource import ScanConfig, load_bams3, resolve_scan, scan_options
+from bams3_spark.exceptions import InvalidArgumentError
+from bams3_spark.spark.datasource import load_bams3
+from bams3_spark.spark.scan import ScanConfig, resolve_scan, scan_options
 
 FORMATS = ("parquet", "csv", "sam")
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
@@ -68,7 +68,7 @@ def sam_file_name(sample: str) -> str:
 
 
 def _check_output(out: str, overwrite: bool, storage_options: dict[str, Any]) -> None:
-    from bams3_spark.io import Storage
+    from bams3_spark.io.storage import Storage
 
     storage = Storage(out, **storage_options)
     if storage.protocol not in ("file", "s3"):
@@ -171,7 +171,7 @@ def _sam_text(batches: Iterator[Any]) -> Iterator[Any]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from bams3_spark.query import sam_bytes
+    from bams3_spark.query.output import sam_bytes
 
     for batch in batches:
         if batch.num_rows == 0:
@@ -189,13 +189,13 @@ def _sam_text(batches: Iterator[Any]) -> Iterator[Any]:
 
 def _write_sam(spark: Any, scan: ScanConfig, options: dict[str, str], out: str, overwrite: bool,
                storage_options: dict[str, Any]) -> QueryResult:
-    from bams3_spark.dataset import open_dataset
+    from bams3_spark.dataset.reader import DatasetReader
     from bams3_spark.format.schema import SAM_COLUMNS
-    from bams3_spark.io import Storage
-    from bams3_spark.spark.datasource import parallel_map
+    from bams3_spark.io.storage import Storage
+    from bams3_spark.parallel import thread_map
 
-    headers: list[str] = parallel_map(
-        lambda d: open_dataset(d.url, **storage_options).header, list(scan.datasets)
+    headers: list[str] = list(
+        thread_map(lambda d: DatasetReader.open(d.url, **storage_options).header, scan.datasets, 16)
     )
     storage = Storage(out, **storage_options)
     if overwrite:
@@ -248,35 +248,8 @@ def _open_output(storage: Any, name: str) -> Any:
         raise OSError(f"{storage.url_of(name)}: cannot write ({exc})") from exc
 
 
-def one_line(exc: BaseException) -> str:
-    """One line for a failure: the Python error inside a Spark error, else the message's first line."""
-    text = str(exc).strip()
-    if not text:
-        return type(exc).__name__
-    # Spark wraps Python errors raised on the driver's planner in an analysis
-    # error holding the traceback; its last "Name: message" line is the cause.
-    causes = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", text, flags=re.MULTILINE)
-    for name, message in reversed(causes):
-        if name not in ("AnalysisException", "Py4JJavaError", "PythonException"):
-            return " ".join(message.split())
-    return " ".join(text.splitlines()[0].split())
-
-
-def run_job(prog: str, action: Callable[[], QueryResult], debug: bool = False) -> int:
-    """Run a job action: print a summary, or one error line; return the exit status."""
-    from py4j.protocol import Py4JJavaError
-    from pyspark.errors import PySparkException
-
-    try:
-        result = action()
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except (Bams3Error, OSError, ValueError, PySparkException, Py4JJavaError) as exc:
-        if debug or os.environ.get("BAMS3_DEBUG") == "1":
-            traceback.print_exc()
-        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
-        return 1
+def report(prog: str, result: QueryResult) -> int:
+    """Print a job's summary on stderr (and per-sample counts on stdout); return 0."""
     what = f"{result.records:,} records" if result.records is not None else "records"
     print(f"{prog}: {result.samples:,} sample(s), {what} -> {result.out} ({result.format})", file=sys.stderr)
     if result.counts is not None and result.format != "sam":
@@ -285,4 +258,4 @@ def run_job(prog: str, action: Callable[[], QueryResult], debug: bool = False) -
     return 0
 
 
-__all__ = ["FORMATS", "QueryResult", "one_line", "run_job", "run_query", "sam_file_name"]
+__all__ = ["FORMATS", "QueryResult", "report", "run_query", "sam_file_name"]

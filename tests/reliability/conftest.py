@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reliability.faultproxy import FaultProxy, fault_proxy
+from tests.reliability.faultproxy import FaultProxy, fault_proxy
 
 
 @pytest.fixture()

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from bams3_spark import open_dataset
 from bams3_spark.convert import convert
-from bams3_spark.dataset import open_dataset
 from bams3_spark.exceptions import DatasetExistsError, IncompleteDatasetError, NotADatasetError
-from reliability.faultproxy import Fault, FaultProxy
+from tests.reliability.faultproxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.s3
 

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from bams3_spark import open_dataset
 from bams3_spark.convert import convert
-from bams3_spark.dataset import open_dataset
 from bams3_spark.exceptions import FilterError
 from bams3_spark.format.schema import COLUMNS
 from bams3_spark.query import compile_filter

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bams3_spark import open_dataset
 from bams3_spark.cli import main
 from bams3_spark.convert import convert
-from bams3_spark.dataset import open_dataset
 from bams3_spark.exceptions import (
     Bams3Error,
     CorruptDatasetError,
@@ -205,8 +205,7 @@ def _truncate(p: Path) -> None:
 
 
 def _big_bam(tmp_path: Path) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from test_convert import _big_bam as make
+    from tests.test_convert import _big_bam as make
 
     return make(tmp_path, reads=120_000)
 

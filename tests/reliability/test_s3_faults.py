@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bams3_spark.bam import write_sam
+from bams3_spark import open_dataset
 from bams3_spark.convert import convert
-from bams3_spark.dataset import open_dataset
 from bams3_spark.exceptions import Bams3Error, IncompleteDatasetError, NotADatasetError
-from reliability.faultproxy import Fault, FaultProxy
+from bams3_spark.query.output import write_sam
+from tests.reliability.faultproxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.s3
 
@@ -32,7 +32,7 @@ def _digests(url: str, **opts: object) -> dict[str, str]:
 def _export(url: str, **opts: object) -> str:
     ds = open_dataset(url, **opts)
     buf = io.StringIO()
-    write_sam(buf, ds.header, ds.iter_tables())
+    write_sam(buf, ds.iter_tables(), ds.header)
     return buf.getvalue()
 
 

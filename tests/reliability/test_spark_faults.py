@@ -21,7 +21,7 @@ import pytest
 
 from bams3_spark.convert import convert
 from bams3_spark.spark import read_bams3
-from reliability.faultproxy import Fault, FaultProxy
+from tests.reliability.faultproxy import Fault, FaultProxy
 
 pytestmark = [pytest.mark.s3, pytest.mark.spark]
 
