@@ -20,6 +20,9 @@ How a query runs:
 
 Readers, partitions and the source itself hold only picklable configuration
 (URLs, chunk descriptions, storage options); clients are opened in ``read()``.
+pyspark imports this module (through ``pyspark_bams3``) in every process where
+it looks up data sources, so pyarrow, fsspec and the dataset modules are
+imported where they are used.
 """
 
 from __future__ import annotations
@@ -51,9 +54,7 @@ from pyspark.sql.datasource import (
 from pyspark.sql.types import StringType, StructField, StructType
 
 from bams3_spark.exceptions import DatasetError, InvalidArgumentError
-from bams3_spark.format.schema import INT_COLUMNS
 from bams3_spark.parallel import thread_map
-from bams3_spark.query.filter import INT64_MAX, INT64_MIN, STRING_ONLY_OPS, Predicate
 from bams3_spark.spark.scan import (
     SAMPLE_COLUMN,
     SOURCE_NAME,
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 
     from bams3_spark.format.manifest import ChunkInfo
     from bams3_spark.format.regions import Region
+    from bams3_spark.query.filter import Predicate
 
 #: Manifests and indexes are small objects: the driver plans many datasets at once.
 _PLAN_THREADS = 16
@@ -167,6 +169,9 @@ def _predicate(flt: Filter, columns: Mapping[str, str]) -> Predicate | None:
         flt: The filter Spark pushed.
         columns: Output field name to column name.
     """
+    from bams3_spark.format.schema import INT_COLUMNS
+    from bams3_spark.query.filter import INT64_MAX, INT64_MIN, STRING_ONLY_OPS, Predicate
+
     negated = False
     if isinstance(flt, Not):
         negated, flt = True, flt.child

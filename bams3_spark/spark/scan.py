@@ -4,7 +4,9 @@ Shared by the ``bams3`` data source and :func:`~bams3_spark.spark.datasource.rea
 options are checked and every dataset's manifest is read here
 (:func:`resolve_scan`), so a bad option, a path that is not a dataset, an
 incomplete dataset or mixed format versions fail before any task runs, with
-one message. Nothing here imports pyspark.
+one message. Nothing here imports pyspark. Storage and dataset modules
+(fsspec, pyarrow) are imported on use: pyspark imports the data source's
+module, and so this one, in every process where it looks up data sources.
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bams3_spark.dataset.reader import DatasetReader, check_distinct_samples
 from bams3_spark.exceptions import DatasetError, InvalidArgumentError, NotADatasetError, RegionError, one_line
-from bams3_spark.format.regions import Region
-from bams3_spark.io.storage import normalize_options, split_url
-from bams3_spark.parallel import thread_map
+
+if TYPE_CHECKING:
+    from bams3_spark.format.regions import Region
 
 #: The format name: ``spark.read.format(SOURCE_NAME)``.
 SOURCE_NAME = "bams3"
@@ -165,6 +166,8 @@ def expand_paths(paths: Iterable[str], storage_options: Mapping[str, Any]) -> li
     """
     import fsspec
 
+    from bams3_spark.io.storage import normalize_options, split_url
+
     out: list[str] = []
     for path in paths:
         if not any(c in path for c in "*?["):
@@ -206,6 +209,9 @@ def resolve_scan(options: Mapping[str, str]) -> ScanConfig:
         DatasetError: For mixed format versions or duplicate sample names.
         OSError: For storage failures.
     """
+    from bams3_spark.dataset.reader import DatasetReader, check_distinct_samples
+    from bams3_spark.parallel import thread_map
+
     opts = {str(k).lower(): v for k, v in options.items()}
     unknown = sorted(set(opts) - set(OPTIONS))
     if unknown:

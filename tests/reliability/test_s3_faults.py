@@ -101,13 +101,13 @@ QUERY_REGIONS = ["chr1:100,000-900,000", "chr2", "{HLA-DRB1*15:01:01:01}:1-5000"
 @pytest.fixture(scope="module")
 def query_truth(multi_bam: Path) -> tuple[bytes, int]:
     """samtools' answers for QUERY_REGIONS: the records (as SAM) and their count."""
-    from test_query import st_count, st_view
+    from tests.query.test_query import st_count, st_view
 
     return st_view(str(multi_bam), *QUERY_REGIONS), st_count(str(multi_bam), *QUERY_REGIONS)
 
 
 def _query(capsysbinary: pytest.CaptureFixture[bytes], *argv: str) -> tuple[int, bytes, str]:
-    from test_query import run_cli
+    from tests.query.test_query import run_cli
 
     return run_cli(capsysbinary, "query", *argv)
 
