@@ -15,7 +15,6 @@ Plan (FORMAT.md, "Writing a dataset"):
 from __future__ import annotations
 
 import concurrent.futures as cf
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -39,7 +38,7 @@ from bams3_spark.format.layout import (
 from bams3_spark.format.manifest import ChunkInfo, Manifest
 from bams3_spark.format.sam import lines_to_table
 from bams3_spark.io.storage import Storage, shared_storage
-from bams3_spark.parallel import process_pool, resolve_workers
+from bams3_spark.parallel import ProgressCallback, process_pool, resolve_workers
 
 _T = TypeVar("_T")
 
@@ -161,32 +160,20 @@ def plan_tasks(info: BamInfo, chunk_size: int, workers: int) -> list[WindowTask]
     return tasks
 
 
-class Progress:
-    """A one-line progress display on stderr (only when it is a terminal)."""
+class _Tally:
+    """Reads, chunks and bytes written so far, reported to the caller's progress callback."""
 
-    def __init__(self, enabled: bool, total_reads: int | None) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+    def __init__(self, callback: ProgressCallback | None, total_reads: int) -> None:
+        self.callback = callback
         self.total = total_reads
-        self.reads = self.chunks = self.bytes = 0
-        self.t0 = time.monotonic()
+        self.reads = self.bytes = 0
 
     def update(self, infos: Iterable[ChunkInfo]) -> None:
         for c in infos:
             self.reads += c.records
-            self.chunks += 1
             self.bytes += c.bytes
-        if self.enabled:
-            dt = max(time.monotonic() - self.t0, 1e-6)
-            pct = f" {100 * self.reads / self.total:5.1f}%" if self.total else ""
-            sys.stderr.write(
-                f"\r{pct} {self.reads:,} reads, {self.chunks:,} chunks, "
-                f"{self.bytes / dt / 1e6:.1f} MB/s written"
-            )
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+        if self.callback is not None:
+            self.callback(self.reads, self.total, self.bytes)
 
 
 def convert(
@@ -197,7 +184,7 @@ def convert(
     overwrite: bool = False,
     max_chunk_records: int = DEFAULT_MAX_CHUNK_RECORDS,
     allow_empty: bool = False,
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> ConvertResult:
     """Convert a coordinate-sorted BAM into a BAMS3 dataset.
@@ -210,7 +197,9 @@ def convert(
         overwrite: Replace an existing dataset at ``output_url``.
         max_chunk_records: Split windows holding more records than this.
         allow_empty: Accept an input without records (refused by default).
-        progress: Show a progress line on stderr when it is a terminal.
+        progress: Called as chunks are written with (reads written, reads
+            in the BAM from its index statistics or 0 when unknown, bytes
+            written); the command line draws it on a terminal.
         storage_options: fsspec options for both input and output.
 
     Returns:
@@ -234,19 +223,10 @@ def convert(
                 f"{input_url}: header says SO:{info.sort_order}; run 'samtools sort' first"
             )
         prepare_output(storage, overwrite)
-        bar = Progress(progress, sum(info.mapped_per_ref or ()) + (info.unplaced or 0) or None)
+        tally = _Tally(progress, sum(info.mapped_per_ref or ()) + (info.unplaced or 0))
         by_key: dict[str, list[ChunkInfo]] = defaultdict(list)
-        try:
-            if info.has_index:
-                _convert_indexed(
-                    bam_path, storage, info, size, n_workers, max_chunk_records, by_key, bar.update
-                )
-            else:
-                _convert_stream(
-                    bam_path, storage, info, size, n_workers, max_chunk_records, by_key, bar.update
-                )
-        finally:
-            bar.close()
+        run = _convert_indexed if info.has_index else _convert_stream
+        run(bam_path, storage, info, size, n_workers, max_chunk_records, by_key, tally.update)
         if not allow_empty and not any(by_key.values()):
             raise InputFormatError(f"{input_url}: no records (header only)")
         manifest = commit_dataset(storage, info, by_key, size, max_chunk_records, input_url)

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from bams3_spark import parallel
 from bams3_spark.exceptions import InvalidArgumentError
-from bams3_spark.parallel import process_map, process_pool, resolve_workers, thread_map
+from bams3_spark.parallel import (
+    cgroup_cpu_limit,
+    process_map,
+    process_pool,
+    resolve_workers,
+    thread_map,
+    usable_cores,
+)
 
 
 def _square(x: int) -> int:
@@ -33,6 +45,64 @@ def test_resolve_workers() -> None:
     for bad in ("0", "-1", "many"):
         with pytest.raises(InvalidArgumentError, match="--workers"):
             resolve_workers(bad)
+
+
+def _fake_cgroup(tmp_path: Path, limits: dict[str, str], own: str = "/") -> tuple[Path, Path]:
+    """A cgroup v2 tree under tmp_path with ``cpu.max`` files at the given levels, and a
+    /proc/self/cgroup naming ``own`` (and v1 lines, as hybrid hierarchies have)."""
+    root = tmp_path / "cgroup"
+    (root / own.strip("/")).mkdir(parents=True, exist_ok=True)
+    for rel, text in limits.items():
+        d = root / rel.strip("/")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cpu.max").write_text(text + "\n")
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text(f"4:memory:/x\n1:cpu:/\n0::{own}\n")
+    return root, proc
+
+
+def test_cgroup_cpu_max(tmp_path: Path) -> None:
+    # A container's own limit at the root of its namespace (docker --cpus 1.5).
+    root, proc = _fake_cgroup(tmp_path / "a", {"/": "150000 100000"})
+    assert cgroup_cpu_limit(root, proc) == 1.5
+    assert usable_cores(root, proc) == min(2, len(os.sched_getaffinity(0)))
+    # No limit, and no cpu.max at all (controller not enabled).
+    root, proc = _fake_cgroup(tmp_path / "b", {"/": "max 100000"})
+    assert cgroup_cpu_limit(root, proc) is None
+    assert usable_cores(root, proc) == len(os.sched_getaffinity(0))
+    root, proc = _fake_cgroup(tmp_path / "c", {})
+    assert cgroup_cpu_limit(root, proc) is None
+    # A nested cgroup: the tightest quota on the way up applies.
+    root, proc = _fake_cgroup(
+        tmp_path / "d", {"/batch": "50000 100000", "/batch/job7": "max 100000"}, own="/batch/job7"
+    )
+    assert cgroup_cpu_limit(root, proc) == 0.5 and usable_cores(root, proc) == 1
+    # cgroup v1 only (no "0::" line): no v2 limit to read.
+    proc.write_text("4:memory:/x\n1:cpu:/\n")
+    assert cgroup_cpu_limit(root, proc) is None
+    assert cgroup_cpu_limit(root, tmp_path / "missing") is None
+
+
+def test_resolve_workers_auto_follows_the_cgroup_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, proc = _fake_cgroup(tmp_path, {"/": "100000 100000"})
+    monkeypatch.setattr(parallel, "CGROUP_ROOT", root)
+    monkeypatch.setattr(parallel, "PROC_CGROUP", proc)
+    assert resolve_workers("auto") == 1
+    # I/O-bound work (object stores): several requests per core, within bounds.
+    assert resolve_workers("auto", io_bound=True) == parallel.IO_WORKERS_MIN
+    assert resolve_workers(3, io_bound=True) == 3
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset (util-linux) missing")
+def test_resolve_workers_auto_follows_the_cpu_set() -> None:
+    code = "from bams3_spark.parallel import resolve_workers; print(resolve_workers('auto'))"
+    proc = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1"
 
 
 def test_thread_map_keeps_order_and_raises_at_the_items_turn() -> None:

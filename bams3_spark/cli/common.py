@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from bams3_spark.exceptions import Bams3Error, one_line
 
@@ -52,6 +52,50 @@ def flag_value(text: str) -> int:
     return value
 
 
+def workers_value(text: str) -> int | str:
+    """An argparse type: a positive whole number, or ``auto`` (resolved by :func:`resolve_parallel`)."""
+    return "auto" if text == "auto" else positive_int(text)
+
+
+def resolve_parallel(value: int | str, url: str) -> int:
+    """The number of concurrent reads for ``--parallel N|auto`` on the data at ``url``.
+
+    ``auto`` is one per usable core for local files (reads are mostly
+    decoding) and the I/O-bound default for object stores (requests mostly
+    wait on the network): :func:`bams3_spark.parallel.resolve_workers`.
+    """
+    from bams3_spark.parallel import resolve_workers
+
+    remote = "://" in url and not url.startswith("file://")
+    return resolve_workers(value, io_bound=remote)
+
+
+def open_dataset_arg(url: str, opts: dict[str, Any]) -> Any:
+    """Open the DATASET argument of a command (a :class:`DatasetReader`).
+
+    A chunk object given instead of a dataset gets a hint to decode it with
+    ``bams3 cat`` rather than "not a dataset".
+
+    Raises:
+        NotADatasetError: For a chunk object, with the hint.
+        Bams3Error, OSError: As :meth:`DatasetReader.open`.
+    """
+    from bams3_spark.dataset.reader import DatasetReader
+    from bams3_spark.exceptions import NotADatasetError
+    from bams3_spark.format.layout import split_chunk_url
+
+    try:
+        return DatasetReader.open(url, **opts)
+    except (NotADatasetError, NotADirectoryError):
+        named_like_one = url.rstrip("/").endswith(".chunk") or split_chunk_url(url) is not None
+        local = url.removeprefix("file://") if "://" not in url or url.startswith("file://") else None
+        if named_like_one and (local is None or os.path.isfile(local)):
+            raise NotADatasetError(
+                f"{url}: a chunk object, not a dataset; decode it with 'bams3 cat {url}'"
+            ) from None
+        raise
+
+
 def add_storage_flags(p: argparse.ArgumentParser) -> None:
     """Add the common S3 flags (``--s3-endpoint``, ``--anon``, ``--profile``) to a parser."""
     g = p.add_argument_group("storage")
@@ -71,7 +115,15 @@ def add_job_flags(p: argparse.ArgumentParser) -> None:
     add_storage_flags(p)
 
 
-class IntermixedParser(argparse.ArgumentParser):
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (and a pointer to
+    ``--help``), exit status 2, like every other failure of the command line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class IntermixedParser(CommandParser):
     """A sub-command parser that accepts options between positionals.
 
     ``bams3 query DS chr1 -c chr2`` then means what ``samtools view`` users

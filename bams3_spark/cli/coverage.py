@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from bams3_spark.cli.common import add_storage_flags, flag_value, storage_options
+from bams3_spark.cli.progress import progress_for
 from bams3_spark.format.flags import DEFAULT_EXCLUDE
 
 
@@ -79,6 +80,8 @@ def add_parsers(sub: Any) -> None:
                    help="only reads with at least one of these FLAG bits")
     p.add_argument("--plot", metavar="PNG",
                    help="also draw depth along the region (or the references with reads), a line per dataset")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress display (shown on stderr when it is a terminal) and no summary")
     add_storage_flags(p)
     p.set_defaults(handler=_coverage)
 
@@ -101,21 +104,25 @@ def _coverage(args: argparse.Namespace) -> int:
         from bams3_spark.coverage.plot import CoveragePlot, track
 
         plot = CoveragePlot(options.mode, args.region)
-    run = write_coverage(
-        args.datasets,
-        args.output,
-        by=args.by,
-        thresholds=args.thresholds,
-        per_base=args.per_base,
-        options=options,
-        region=args.region,
-        workers=args.workers,
-        reduce_slice=track if plot is not None else None,
-        on_reduced=plot.add_track if plot is not None else None,
-        **storage_options(args),
-    )
+    with progress_for(args, "coverage") as progress:
+        run = write_coverage(
+            args.datasets,
+            args.output,
+            by=args.by,
+            thresholds=args.thresholds,
+            per_base=args.per_base,
+            options=options,
+            region=args.region,
+            workers=args.workers,
+            reduce_slice=track if plot is not None else None,
+            on_reduced=plot.add_track if plot is not None else None,
+            progress=progress,
+            **storage_options(args),
+        )
     if plot is not None:
         plot.save(args.plot)
+    if args.quiet:
+        return 0
     for sample, paths in run.paths.items():
         print(f"{sample}: {len(paths)} file(s): {' '.join(paths)}", file=sys.stderr)
     if args.plot is not None:

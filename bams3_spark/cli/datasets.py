@@ -11,7 +11,8 @@ import json
 import sys
 from typing import Any
 
-from bams3_spark.cli.common import add_storage_flags, storage_options
+from bams3_spark.cli.common import add_storage_flags, open_dataset_arg, storage_options
+from bams3_spark.cli.progress import progress_for
 
 
 def add_parsers(sub: Any) -> None:
@@ -20,7 +21,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("input", metavar="IN.bam", help="coordinate-sorted BAM (path or URL)")
     p.add_argument("output", metavar="OUT", help="dataset prefix (directory or s3://bucket/prefix)")
     p.add_argument("--chunk-size", default="1M", help="window size, 256K..4M (default 1M = 1,048,576 bp)")
-    p.add_argument("--workers", default="1", help="worker processes, or 'auto' for one per core (default 1)")
+    p.add_argument(
+        "--workers",
+        default="1",
+        help="worker processes, or 'auto' for one per usable core (CPU set and container quota; default 1)",
+    )
     p.add_argument(
         "--max-chunk-records",
         type=int,
@@ -29,7 +34,11 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at OUT")
     p.add_argument("--allow-empty", action="store_true", help="accept a BAM without records")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress display (shown on stderr when it is a terminal) and no summary",
+    )
     add_storage_flags(p)
     p.set_defaults(handler=_convert)
 
@@ -49,17 +58,18 @@ def _convert(args: argparse.Namespace) -> int:
     from bams3_spark.convert import convert
     from bams3_spark.format.layout import DEFAULT_MAX_CHUNK_RECORDS
 
-    result = convert(
-        args.input,
-        args.output,
-        chunk_size=args.chunk_size,
-        workers=args.workers,
-        overwrite=args.overwrite,
-        max_chunk_records=args.max_chunk_records or DEFAULT_MAX_CHUNK_RECORDS,
-        allow_empty=args.allow_empty,
-        progress=not args.quiet,
-        storage_options=storage_options(args),
-    )
+    with progress_for(args, "convert", unit="reads", bytes_label="written") as progress:
+        result = convert(
+            args.input,
+            args.output,
+            chunk_size=args.chunk_size,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            max_chunk_records=args.max_chunk_records or DEFAULT_MAX_CHUNK_RECORDS,
+            allow_empty=args.allow_empty,
+            progress=progress,
+            storage_options=storage_options(args),
+        )
     m = result.manifest
     if not args.quiet:
         print(
@@ -71,9 +81,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from bams3_spark.dataset.reader import DatasetReader
-
-    ds = DatasetReader.open(args.dataset, **storage_options(args))
+    ds = open_dataset_arg(args.dataset, storage_options(args))
     m = ds.manifest
     if args.json:
         doc = {
@@ -118,9 +126,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from bams3_spark.dataset.reader import DatasetReader
-
-    ds = DatasetReader.open(args.dataset, **storage_options(args))
+    ds = open_dataset_arg(args.dataset, storage_options(args))
     problems = ds.validate()
     for p in problems:
         print(f"bams3 validate: {p}", file=sys.stderr)

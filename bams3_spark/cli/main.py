@@ -13,17 +13,15 @@ from collections.abc import Sequence
 
 from bams3_spark import __version__
 from bams3_spark.cli import coverage, datasets, query
-from bams3_spark.cli.common import debug_wanted, run_command
+from bams3_spark.cli.common import CommandParser, debug_wanted, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser for every sub-command."""
-    parser = argparse.ArgumentParser(
-        prog="bams3", description="Cloud-native, Spark-native aligned reads (BAMS3)."
-    )
+    parser = CommandParser(prog="bams3", description="Cloud-native, Spark-native aligned reads (BAMS3).")
     parser.add_argument("--version", action="version", version=f"bams3-spark {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     sub.required = True
     datasets.add_parsers(sub)
     query.add_parsers(sub)

@@ -28,7 +28,7 @@ from bams3_spark.exceptions import InvalidArgumentError, RegionError
 from bams3_spark.format.regions import Region
 from bams3_spark.io.bed import BedRegion
 from bams3_spark.io.bgzf import BgzfConcatenator, BgzfWriter
-from bams3_spark.parallel import process_map, resolve_workers
+from bams3_spark.parallel import ProgressCallback, process_map, resolve_workers
 
 
 def open_datasets(
@@ -163,6 +163,15 @@ def _plan(
     return out
 
 
+def _chunk_weights(ds: DatasetReader, rname: str, region: Region | None) -> tuple[int, int]:
+    """(chunk objects, bytes) one slice reads, for progress: the reference's, or the region's."""
+    if region is None:
+        entry = ds.reference_entry(rname)
+        return entry.chunks, entry.bytes
+    chunks = ds.chunks(region)
+    return len(chunks), sum(c.info.bytes for c in chunks)
+
+
 def iter_depths(
     datasets: DatasetReader | str | Sequence[DatasetReader | str],
     options: CoverageOptions | None = None,
@@ -281,6 +290,7 @@ def write_coverage(
     workers: int | str | None = 1,
     reduce_slice: Callable[[DepthSlice], Any] | None = None,
     on_reduced: Callable[[Any], None] | None = None,
+    progress: ProgressCallback | None = None,
     **storage_options: Any,
 ) -> CoverageRun:
     """Write mosdepth's output files for one or many datasets.
@@ -316,6 +326,8 @@ def write_coverage(
             slice (e.g. binning for a plot); its results go to ``on_reduced``,
             in order.
         on_reduced: Receives the results of ``reduce_slice``.
+        progress: Called as each reference is done with (chunk objects
+            done, chunk objects in all, bytes of those done).
         **storage_options: fsspec options for URLs.
 
     Returns:
@@ -374,7 +386,13 @@ def write_coverage(
                     reduce=reduce_slice,
                 )
             )
-        for res in _run_in_order(tasks, n_workers):
+        weights = [_chunk_weights(ds, rname, reg) for ds, rname, reg in plan] if progress else []
+        total = sum(w[0] for w in weights)
+        done = nbytes = 0
+        for i, res in enumerate(_run_in_order(tasks, n_workers)):
+            if progress is not None:
+                done, nbytes = done + weights[i][0], nbytes + weights[i][1]
+                progress(done, total, nbytes)
             w = writers.get(res.sample)
             if w is not None:
                 assert res.summary is not None

@@ -43,6 +43,7 @@ from bams3_spark.query.plan import (
     RegionsArg,
     Selection,
     plan_query,
+    shard_indices,
 )
 
 __all__ = [
@@ -59,5 +60,6 @@ __all__ = [
     "output_format",
     "plan_query",
     "sam_bytes",
+    "shard_indices",
     "write_sam",
 ]

@@ -25,7 +25,7 @@ from bams3_spark.exceptions import InvalidArgumentError
 from bams3_spark.format.regions import overlap_mask
 from bams3_spark.format.schema import project, subschema
 from bams3_spark.io.storage import Storage
-from bams3_spark.parallel import thread_map
+from bams3_spark.parallel import ProgressCallback, thread_map
 from bams3_spark.query.arrays import bool_array, int_values
 from bams3_spark.query.filter import RecordFilter, compile_filter
 from bams3_spark.query.plan import DEFAULT_WORKERS, ChunkTask, QueryPlan
@@ -95,8 +95,15 @@ class Query:
             mask = fmask if mask is None else pc.and_(mask, fmask)
         return table if mask is None else table.filter(mask)
 
-    def tables(self, workers: int = DEFAULT_WORKERS) -> Iterator[pa.Table]:
+    def tables(
+        self, workers: int = DEFAULT_WORKERS, progress: ProgressCallback | None = None
+    ) -> Iterator[pa.Table]:
         """Yield the matching records chunk by chunk, in output order.
+
+        Args:
+            workers: Concurrent chunk reads.
+            progress: Called after each chunk task with (tasks done, tasks,
+                bytes of their chunk objects).
 
         Yields:
             Tables with the requested columns (some may be empty).
@@ -104,44 +111,64 @@ class Query:
         workers = check_workers(workers)
         cols = self.read_columns()
         out = self.out_columns
-        cache = _ChunkCache(self.plan.tasks, self.storage, 2 * workers)
+        tasks = self.plan.tasks
+        cache = _ChunkCache(tasks, self.storage, 2 * workers)
 
         def run(task: ChunkTask) -> pa.Table:
             return self._matching(task, cols, cache).select(out)
 
-        yield from thread_map(run, self.plan.tasks, workers, "bams3-query")
+        nbytes = 0
+        for i, table in enumerate(thread_map(run, tasks, workers, "bams3-query")):
+            if progress is not None:
+                nbytes += tasks[i].chunk.info.bytes
+                progress(i + 1, len(tasks), nbytes)
+            yield table
 
-    def table(self, workers: int = DEFAULT_WORKERS) -> pa.Table:
-        """Return every matching record as one table, in output order."""
-        parts = [t for t in self.tables(workers) if t.num_rows]
+    def table(self, workers: int = DEFAULT_WORKERS, progress: ProgressCallback | None = None) -> pa.Table:
+        """Return every matching record as one table, in output order (``progress`` as for :meth:`tables`)."""
+        parts = [t for t in self.tables(workers, progress) if t.num_rows]
         if not parts:
             return subschema(self.out_columns).empty_table()
         return pa.concat_tables(parts)
 
-    def count(self, workers: int = DEFAULT_WORKERS) -> int:
+    def count(self, workers: int = DEFAULT_WORKERS, progress: ProgressCallback | None = None) -> int:
         """Count the matching records (``samtools view -c``), reading as little as possible.
 
         Chunks wholly inside a region count from the index. The others are
         grouped by chunk object, since a count needs no order: each object is
         read once, for ``pos`` and ``end`` (plus the filter's columns), however
         many regions it serves and whatever the number of workers.
+
+        Args:
+            workers: Concurrent chunk reads.
+            progress: Called as groups finish with (tasks done, tasks, bytes
+                of their chunk objects); tasks answered by the index count as
+                done at once.
         """
         workers = check_workers(workers)
         total = 0
+        from_index = nbytes = 0
         groups: dict[str, list[ChunkTask]] = {}
         for task in self.plan.tasks:
             if task.whole and self.record_filter is None:
                 total += task.chunk.info.records
+                from_index += 1
             else:
                 groups.setdefault(task.chunk.info.path, []).append(task)
         cols = self.read_columns(count=True)
 
-        def count_group(tasks: list[ChunkTask]) -> int:
+        def count_group(tasks: list[ChunkTask]) -> tuple[int, int]:
             table = tasks[0].chunk.read(cols, self.storage)
-            return sum(self._count_in(table, task) for task in tasks)
+            return sum(self._count_in(table, task) for task in tasks), len(tasks)
 
-        for n in thread_map(count_group, groups.values(), workers, "bams3-query"):
+        done = from_index
+        results = thread_map(count_group, groups.values(), workers, "bams3-query")
+        for (n, n_tasks), group in zip(results, groups.values(), strict=True):
             total += n
+            if progress is not None:
+                done += n_tasks
+                nbytes += group[0].chunk.info.bytes
+                progress(done, len(self.plan.tasks), nbytes)
         return total
 
     def _count_in(self, table: pa.Table, task: ChunkTask) -> int:

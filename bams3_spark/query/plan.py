@@ -7,13 +7,14 @@ A query is planned from the manifest and the per-reference indexes alone
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 from bams3_spark.dataset.chunks import FOOTER_READ, ChunkRef
 from bams3_spark.dataset.reader import DatasetReader
-from bams3_spark.exceptions import RegionError
+from bams3_spark.exceptions import InvalidArgumentError, RegionError
 from bams3_spark.format.layout import UNPLACED_NAME
 from bams3_spark.format.regions import Region, merge_intervals, parse_region
 from bams3_spark.format.schema import COLUMNS, project
@@ -262,3 +263,32 @@ def plan_query(
                     whole = any(info.inside(s, e) for s, e in sel.intervals)
                     tasks.append(ChunkTask(i, chunk, whole))
     return QueryPlan(ds, selections, tasks, warns)
+
+
+def shard_indices(sizes: Sequence[int], shard: int, shards: int) -> list[int]:
+    """Return the positions of the items in shard ``shard`` of ``shards``, balanced by size, in order.
+
+    Largest items first, each to the shard with the fewest bytes so far (ties
+    to the lower shard): a shard then differs from any other by at most the
+    largest item. Every item is in exactly one shard, and the result depends
+    only on the sizes, so the N array jobs of ``bams3 chunks --shard I/N``
+    agree without talking to each other.
+
+    Args:
+        sizes: Item sizes in bytes (chunk objects, from the index), in list order.
+        shard: Which shard, 0-based.
+        shards: How many shards.
+
+    Raises:
+        InvalidArgumentError: Unless ``0 <= shard < shards``.
+    """
+    if shards < 1 or not 0 <= shard < shards:
+        raise InvalidArgumentError(f"shard {shard}/{shards}: need 0 <= I < N")
+    loads = [(0, s) for s in range(shards)]  # (bytes, shard): a heap
+    mine: list[int] = []
+    for pos in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        load, s = heapq.heappop(loads)
+        if s == shard:
+            mine.append(pos)
+        heapq.heappush(loads, (load + sizes[pos], s))
+    return sorted(mine)
