@@ -115,7 +115,9 @@ def _info(args: argparse.Namespace) -> int:
     print(f"chunks      {m.chunk_count:,}")
     print(f"bytes       {m.chunk_bytes:,}")
     with_reads = [r for r in m.references if r.records]
-    print(f"references  {len(ds.references):,} ({len(with_reads):,} with records)")
+    # The unplaced reads ("*") have an entry of their own but are no reference.
+    named = sum(1 for r in with_reads if r.name in ds.lengths)
+    print(f"references  {len(ds.references):,} ({named:,} with records)")
     width = max((len(r.name) for r in with_reads), default=4)
     for r in with_reads:
         print(
