@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Simulates a sample, converts and queries it, and runs the coverage locally and as a Spark job
+# (local mode); about 2 minutes on 2 cores once the venv exists.
 demo: $(STAMP)
 	$(PY) -m bams3_spark.demo $(DEMO)
 
@@ -68,7 +70,7 @@ dist: $(STAMP)
 	mkdir -p $(DIST)/jobs && cp jobs/*.py $(DIST)/jobs/
 
 # README.md is assembled from the per-feature guides in docs/sections (edit those).
-SECTIONS = 00_intro convert query spark spark_convert coverage deploy 80_performance 85_architecture 90_reference
+SECTIONS = 00_intro convert query spark spark_convert coverage workflows deploy 80_performance 85_architecture 90_reference
 readme:
 	for s in $(SECTIONS); do cat docs/sections/$$s.md; echo; done > README.md
 
