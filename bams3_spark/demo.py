@@ -31,6 +31,8 @@ PAIRS = 100_000
 WINDOW = 10_000
 REGION = "chr1:1,000,000-1,000,400"
 REPO = Path(__file__).resolve().parents[1]
+#: Written in the sample's @PG line: a sample from an older demo is simulated again.
+SAMPLE_VERSION = "2"
 _BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 
 
@@ -94,7 +96,7 @@ def make_sample_bam(
     weights = np.array([ln for _, ln in contigs], dtype=float)
     header = "@HD\tVN:1.6\tSO:unsorted\n" + "".join(f"@SQ\tSN:{n}\tLN:{ln}\n" for n, ln in contigs) + (
         "@RG\tID:demo\tSM:demo-sample\tPL:ILLUMINA\tLB:lib1\n"
-        "@PG\tID:simulate\tPN:bams3_spark.demo\n"
+        f"@PG\tID:simulate\tPN:bams3_spark.demo\tVN:{SAMPLE_VERSION}\n"
     )
     sam = path.with_suffix(".sam")
     quals = _qualities(rng, 2 * pairs)
@@ -142,6 +144,18 @@ def make_sample_bam(
     sam.unlink()
     pysam.index(str(path))
     return path
+
+
+def _current_sample(bam: Path) -> bool:
+    """Whether ``bam`` is a sample this version of the demo simulated (and can be reused)."""
+    if not bam.exists() or not Path(f"{bam}.bai").exists():
+        return False
+    try:
+        with pysam.AlignmentFile(str(bam)) as f:
+            programs = f.header.to_dict().get("PG", [])
+    except (OSError, ValueError):
+        return False
+    return any(p.get("PN") == "bams3_spark.demo" and p.get("VN") == SAMPLE_VERSION for p in programs)
 
 
 def _step(text: str) -> None:
@@ -227,7 +241,7 @@ def run(workdir: str = "demo-data") -> int:
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
     bam = root / "sample.bam"
-    if not bam.exists():
+    if not _current_sample(bam):
         _step(f"simulating {bam} ({2 * PAIRS:,} paired 150 bp reads, {len(CONTIGS)} references)")
         make_sample_bam(bam)
     dataset = str(root / "sample.bams3")

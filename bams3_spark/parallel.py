@@ -1,5 +1,9 @@
 """The one worker-pool policy: threads for I/O, processes for CPU, results in input order.
 
+Also how many workers ``auto`` means (:func:`resolve_workers`: the cores this
+process may really use, by CPU set and cgroup quota), and the type of the
+progress callback engines accept (:data:`ProgressCallback`).
+
 * **Threads** (:func:`thread_map`) for work that waits on storage: chunk and
   index reads release the GIL while they wait, and pyarrow decodes outside it.
 * **Processes** (:func:`process_pool`) for work that holds the GIL: the

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pysam
 import pytest
 
-from bams3_spark.demo import WINDOW
+from bams3_spark.demo import WINDOW, _current_sample
 from tests.support.oracles import ROOT, samtools
 
 pytestmark = [
@@ -98,6 +98,7 @@ def test_demo_outputs_match_the_tools(demo: tuple[Path, str], tmp_path: Path) ->
 def test_demo_reruns_reusing_the_bam(demo: tuple[Path, str]) -> None:
     """``make demo`` twice: the sample is kept, the dataset replaced; the Spark step is exercised above."""
     root, _ = demo
+    assert _current_sample(root / "sample.bam")
     before = (root / "sample.bam").stat().st_mtime_ns
     code = (
         "import sys\n"
@@ -108,3 +109,15 @@ def test_demo_reruns_reusing_the_bam(demo: tuple[Path, str]) -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "simulating" not in proc.stdout and (root / "sample.bam").stat().st_mtime_ns == before
+
+
+def test_a_sample_from_another_demo_is_simulated_again(tmp_path: Path) -> None:
+    """A BAM the demo did not write (or an older demo's, all qualities 'F') is not reused."""
+    sam, other = tmp_path / "old.sam", tmp_path / "sample.bam"
+    sam.write_text(
+        "@HD\tVN:1.6\tSO:coordinate\n@SQ\tSN:chr1\tLN:1000\n@PG\tID:simulate\tPN:bams3_spark.demo\n"
+        "r1\t0\tchr1\t10\t60\t4M\t*\t0\t0\tACGT\tFFFF\n"
+    )
+    pysam.sort("-o", str(other), str(sam))
+    pysam.index(str(other))
+    assert not _current_sample(other) and not _current_sample(tmp_path / "missing.bam")
