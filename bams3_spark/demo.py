@@ -232,7 +232,7 @@ def _spark_coverage(dataset: str, out: Path, local_regions: Path) -> str:
 def _size(path: Path) -> str:
     files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
     total = sum(p.stat().st_size for p in files)
-    return f"{total / 1e6:.1f} MB"
+    return f"{total / 1e6:.1f} MB" if total >= 100_000 else f"{total / 1e3:.0f} kB"
 
 
 def run(workdir: str = "demo-data") -> int:
