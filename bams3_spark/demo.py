@@ -278,7 +278,7 @@ def run(workdir: str = "demo-data") -> int:
         f"  {b3} query {dataset} chr1:100k-200k --explain\n"
         f"  {b3} query {dataset} chr1 chr2 --count --parallel auto\n"
         f"  {b3} chunks -l {dataset} --shard 0/4\n"
-        f"  {b3} cat $({b3} chunks {dataset} chr2:1-1 | head -1) | head -3\n"
+        f"  {b3} cat $({b3} chunks {dataset} chr2 | head -1) | head -3\n"
         f"  {b3} export {dataset} {root}/roundtrip.bam && samtools view -c {root}/roundtrip.bam\n"
         f"  {bin_dir / 'spark-submit'} jobs/query.py --region chr2:500k-600k {dataset} "
         f"--out {root}/chr2-counts --count --overwrite"
