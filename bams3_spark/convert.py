@@ -38,7 +38,7 @@ from bams3_spark.format.layout import (
 )
 from bams3_spark.format.manifest import ChunkInfo, Manifest
 from bams3_spark.io.storage import Storage, shared_storage
-from bams3_spark.parallel import process_pool, resolve_workers
+from bams3_spark.parallel import keep_freed_memory, process_pool, resolve_workers
 
 _T = TypeVar("_T")
 
@@ -259,7 +259,7 @@ def _convert_indexed(
             by_key[key].extend(infos)
             report(infos)
         return
-    with process_pool(workers) as pool:
+    with process_pool(workers, initializer=keep_freed_memory) as pool:
         futures = [
             pool.submit(_in_worker, run_window_task, storage, bam_path, task=t, max_records=max_records)
             for t in tasks
@@ -321,7 +321,7 @@ def _convert_stream(
             return
         # Reading (inflating, cutting windows) here overlaps decoding and
         # encoding in the workers: both cores work from the first window.
-        with process_pool(workers) as pool:
+        with process_pool(workers, initializer=keep_freed_memory) as pool:
             pending: set[cf.Future[tuple[str, list[ChunkInfo]]]] = set()
 
             def drain(block_until: int) -> None:

@@ -71,14 +71,24 @@ def index_path(bam_path: str) -> str | None:
     return next((c for c in candidates if os.path.exists(c)), None)
 
 
+#: Records decoded at a time: the temporaries of a batch stay a few MB and in cache.
+DECODE_BATCH = 16_384
+
+
 def decode_window(raw: RawRecords, names: list[str], header: bytes) -> pa.Table:
     """The record table of raw records (see the module notes for the htslib fallback)."""
     if not len(raw):
         return decode_records(padded(b""), raw.offsets, names)
+    buf = padded(raw.data)
     try:
-        return decode_records(padded(raw.data), raw.offsets, names)
+        parts = [
+            decode_records(buf, raw.offsets[i: i + DECODE_BATCH], names)
+            for i in range(0, len(raw), DECODE_BATCH)
+        ]
     except NotDecodable:
         return table_via_htslib(header, raw.data)
+    # One array per column: the chunk's bytes then do not depend on the batches.
+    return parts[0] if len(parts) == 1 else pa.concat_tables(parts).combine_chunks()
 
 
 def table_via_htslib(header: bytes, records: bytes) -> pa.Table:

@@ -28,7 +28,7 @@ from bams3_spark.exceptions import InvalidArgumentError, RegionError
 from bams3_spark.format.regions import Region
 from bams3_spark.io.bed import BedRegion
 from bams3_spark.io.bgzf import BgzfConcatenator, BgzfWriter
-from bams3_spark.parallel import process_map, resolve_workers
+from bams3_spark.parallel import keep_freed_memory, process_map, resolve_workers
 
 
 def open_datasets(
@@ -61,29 +61,6 @@ def parse_coverage_region(ds: DatasetReader, text: str) -> Region:
     if region.unplaced:
         raise RegionError(f"region {text!r}: unplaced reads have no coverage")
     return region
-
-
-def _keep_freed_memory() -> None:
-    """Ask glibc to reuse freed memory instead of returning it to the system.
-
-    Counting allocates and frees arrays of a few MB per chunk; with glibc's
-    default, each is a fresh ``mmap`` whose pages fault in again, which cost
-    about a fifth of the CPU time. Worker processes only; no-op elsewhere.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_trim_threshold, 1 << 30)
-    mallopt(m_mmap_threshold, 64 << 20)
 
 
 @dataclass(frozen=True)
@@ -146,7 +123,7 @@ def _run_in_order(tasks: Sequence[_Task], workers: int) -> Iterator[_Result]:
     At most ``2 * workers`` tasks are in flight, so the results waiting for a
     slow earlier reference stay bounded in memory.
     """
-    yield from process_map(_run_task, tasks, min(workers, len(tasks)), initializer=_keep_freed_memory)
+    yield from process_map(_run_task, tasks, min(workers, len(tasks)), initializer=keep_freed_memory)
 
 
 def _plan(
