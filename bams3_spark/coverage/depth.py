@@ -175,6 +175,14 @@ class _Pending:
         return len(self.start)
 
 
+#: Initial span of a streaming accumulator's array (it grows for longer reads).
+STREAM_SPAN = 1 << 21
+
+
+class DrainedTooEarly(Exception):
+    """A streaming accumulator got a depth change at a position it had already drained."""
+
+
 #: Kinds of mate candidates in mosdepth's rule: store, store-if-unseen, take (see DepthAccumulator).
 STORE, STORE_IF_UNSEEN, TAKE = 0, 1, 2
 
@@ -205,7 +213,9 @@ class DepthAccumulator:
     chunk (not produced by normal pairs) go through a small Python loop.
     """
 
-    def __init__(self, ref_length: int, options: CoverageOptions | None = None, *, name: str = "") -> None:
+    def __init__(
+        self, ref_length: int, options: CoverageOptions | None = None, *, name: str = "", stream: bool = False
+    ) -> None:
         """Create an accumulator.
 
         Args:
@@ -213,13 +223,25 @@ class DepthAccumulator:
             options: Filtering and counting options.
             name: Reference name; ``rnext`` equal to it counts as "same
                 reference" like ``"="``.
+            stream: Hold only the part of the reference still changing: the
+                caller takes finished depth out with :meth:`drain` (and
+                :meth:`drain_rest` instead of :meth:`finish`), so memory
+                follows the chunks, not the reference length. Not for mode
+                ``"samtools"`` (which may grow past the reference end).
         """
         if isinstance(ref_length, bool) or not isinstance(ref_length, (int, np.integer)) or ref_length < 0:
             raise ValueError(f"ref_length must be a non-negative integer; got {ref_length!r}")
         self.name = name
         self.length = int(ref_length)
         self.options = options or CoverageOptions()
-        self._buf = np.zeros(self.length + 2, dtype=np.int32)
+        if stream and self.options.mode == "samtools":
+            raise ValueError("stream=True is for the mosdepth modes only")
+        self._stream = stream
+        # _buf[i] is the difference at reference position _origin + i; _carry
+        # the depth just before _origin (every difference drained so far).
+        self._origin = 0
+        self._carry = 0
+        self._buf = np.zeros((min(self.length, STREAM_SPAN) if stream else self.length) + 2, dtype=np.int32)
         self._pending = _Pending.empty()
         self._last_pos = 0
         self._max_end = 0
@@ -231,6 +253,56 @@ class DepthAccumulator:
     def n_pending(self) -> int:
         """Number of stored first mates waiting for their mate."""
         return len(self._pending)
+
+    @property
+    def n_records(self) -> int:
+        """Records added so far (placed ones), filtered or not."""
+        return self._n_records
+
+    @property
+    def n_passing(self) -> int:
+        """Records that passed the filters so far."""
+        return self._n_passing
+
+    @property
+    def origin(self) -> int:
+        """(``stream``) The first position not drained yet."""
+        return self._origin
+
+    def drain(self, upto: int) -> I32:
+        """(``stream``) Take out the final depth of positions ``origin .. upto - 1``.
+
+        The caller guarantees that no read added later starts before ``upto``
+        (the next chunk's first start): then nothing changes these positions
+        any more, except for mosdepth's over-subtraction when a stored mate
+        ends before its later mate starts (inconsistent mate data), which
+        raises :class:`DrainedTooEarly` in :meth:`add`.
+        """
+        if not self._stream or self._finished:
+            raise ValueError("drain() needs a streaming, unfinished accumulator")
+        upto = min(upto, self.length)
+        k = upto - self._origin
+        if k <= 0:
+            return np.zeros(0, dtype=np.int32)
+        held = min(k, len(self._buf))
+        piece = np.empty(k, dtype=np.int32)
+        np.cumsum(self._buf[:held], dtype=np.int32, out=piece[:held])
+        piece[:held] += np.int32(self._carry)
+        if held < k:  # no difference recorded past the buffer: the depth stays
+            piece[held:] = piece[held - 1]
+        self._carry = int(piece[-1])
+        rest = len(self._buf) - held
+        self._buf[:rest] = self._buf[held:]
+        self._buf[rest:] = 0
+        self._origin = upto
+        return piece
+
+    def drain_rest(self) -> I32:
+        """(``stream``) The final depth of the positions not drained yet; the accumulator is finished."""
+        piece = self.drain(self.length)
+        self._finished = True
+        self._pending = _Pending.empty()
+        return piece
 
     # -- public API ---------------------------------------------------------
 
@@ -314,6 +386,8 @@ class DepthAccumulator:
         """Return the final depth; the accumulator cannot be used afterwards."""
         if self._finished:
             raise ValueError("DepthAccumulator.finish() called twice")
+        if self._stream:
+            raise ValueError("a streaming accumulator finishes with drain_rest()")
         self._finished = True
         top = len(self._buf) - 2  # the length, or samtools' extent past it
         arr = self._buf[: top + 1]
@@ -332,14 +406,34 @@ class DepthAccumulator:
         # A read past the reference end makes mosdepth 0.3.3 abort (index
         # out of its array); clip so that its part inside the reference
         # still counts. (samtools mode grew the array beforehand.)
-        limit = len(self._buf) - 2
-        for idx, sign in ((plus, 1), (minus, -1)):
-            if len(idx) == 0:
-                continue
-            idx = np.clip(idx, 0, limit)
-            # Count equal positions on sorted events (read starts nearly always
-            # are), then one fancy-index add per distinct position: several
-            # times faster than np.add.at or dense bincounts over the chunk.
+        limit = self.length if self._stream else len(self._buf) - 2
+        events = [
+            (np.clip(idx, 0, limit) - self._origin, sign)
+            for idx, sign in ((plus, 1), (minus, -1)) if len(idx)
+        ]
+        if not events:
+            return
+        lo = min(int(e.min()) for e, _ in events)
+        hi = max(int(e.max()) for e, _ in events) + 1
+        if lo < 0:
+            raise DrainedTooEarly(f"reference {self.name!r}: a depth change before the drained position")
+        if self._stream and hi + 2 > len(self._buf):
+            grown = np.zeros(max(hi + 2, 2 * len(self._buf)), dtype=np.int32)
+            grown[: len(self._buf)] = self._buf
+            self._buf = grown
+        span = hi - lo
+        if span <= 8 * sum(len(e) for e, _ in events) + 4096:
+            # Dense: one count per position of the span the events cover (a
+            # chunk's reads), added to the array in one pass.
+            counts = np.zeros(span, dtype=np.int64)
+            for e, sign in events:
+                c = np.bincount(e - lo, minlength=span)
+                counts = counts + c if sign > 0 else counts - c
+            self._buf[lo:hi] += counts.astype(np.int32)
+            return
+        for idx, sign in events:
+            # Few events far apart: count equal positions on sorted events,
+            # then one fancy-index add per distinct position.
             if len(idx) > 1 and bool((idx[1:] < idx[:-1]).any()):
                 idx = np.sort(idx)
             first = np.concatenate(([0], np.flatnonzero(idx[1:] != idx[:-1]) + 1))

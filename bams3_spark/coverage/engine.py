@@ -23,6 +23,7 @@ from bams3_spark.coverage.mosdepth import MosdepthPlan, MosdepthWriter, Referenc
 from bams3_spark.coverage.options import ByArg, CoverageOptions, resolve_by
 from bams3_spark.coverage.slices import DepthSlice, compute_slice, slice_regions, slice_table
 from bams3_spark.coverage.stats import per_base_text
+from bams3_spark.coverage.streaming import can_stream, stream_summary
 from bams3_spark.dataset.reader import DatasetReader, check_distinct_samples
 from bams3_spark.exceptions import InvalidArgumentError, RegionError
 from bams3_spark.format.regions import Region
@@ -97,6 +98,14 @@ def _write_per_base_part(sl: DepthSlice, path: str) -> None:
 
 
 def _run_task(task: _Task) -> _Result:
+    if (
+        task.plan is not None and task.region is None and task.reduce is None and not task.keep_depth
+        and task.table_by is False and can_stream(task.plan, task.options)
+    ):
+        # The files of a whole reference, in bounded memory (coverage.streaming).
+        summary = stream_summary(task.ds, task.rname, task.options, task.plan, task.per_base_path)
+        if summary is not None:
+            return _Result(task.ds.sample, task.rname, per_base_path=task.per_base_path, summary=summary)
     sl = compute_slice(task.ds, task.rname, task.options, task.region)
     res = _Result(sl.sample, sl.rname)
     if task.per_base_path is not None:
