@@ -467,6 +467,22 @@ class DepthAccumulator:
         typ[base & (st == mpos)] = STORE_IF_UNSEEN
         typ[base & (st < mpos)] = STORE
 
+        # A TAKE row whose QNAME has no read stored (in this chunk or from an
+        # earlier one) changes nothing: only rows sharing a QNAME with a read
+        # that may be stored go through the state machine -- for short-insert
+        # pairs that do not overlap, most rows are dropped here, unhashed.
+        storable = typ != TAKE
+        if not storable.all():
+            names = qn.filter(pa.array(storable))
+            if len(self._pending):
+                names = pa.concat_arrays([names, self._pending.qname.cast(pa.large_string())])
+            if len(names) == 0:
+                return
+            keep = storable | np.asarray(pc.is_in(qn, value_set=names).to_numpy(zero_copy_only=False), bool)
+            if not keep.all():
+                rows = np.flatnonzero(keep)
+                qn, typ, st, sp, cand = qn.take(pa.array(rows)), typ[rows], st[rows], sp[rows], cand[rows]
+
         genc = qn.dictionary_encode()
         gcode = np.asarray(genc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         ngroups = len(genc.dictionary)

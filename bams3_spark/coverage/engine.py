@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from bams3_spark.exceptions import InvalidArgumentError, RegionError
 from bams3_spark.format.regions import Region
 from bams3_spark.io.bed import BedRegion
 from bams3_spark.io.bgzf import BgzfConcatenator, BgzfWriter
-from bams3_spark.parallel import keep_freed_memory, process_map, resolve_workers
+from bams3_spark.parallel import caller_shared_map, keep_freed_memory, process_map, resolve_workers
 
 
 def open_datasets(
@@ -62,6 +63,29 @@ def parse_coverage_region(ds: DatasetReader, text: str) -> Region:
     if region.unplaced:
         raise RegionError(f"region {text!r}: unplaced reads have no coverage")
     return region
+
+
+@contextmanager
+def system_arrow_pool() -> Iterator[None]:
+    """Let Arrow allocate with the C library's malloc meanwhile (its default, mimalloc, is restored).
+
+    Counting reads Parquet and builds small Arrow arrays chunk after chunk;
+    mimalloc keeps about 70 MB more of such freed memory per process than
+    glibc does (measured on the bench dataset), which counts twice with two
+    processes. Buffers remember their pool, so switching is safe.
+    """
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
+
+
+def _lean_worker() -> None:
+    """Initializer of write_coverage's worker processes: glibc keeps freed memory, Arrow uses glibc."""
+    keep_freed_memory()
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 @dataclass(frozen=True)
@@ -360,15 +384,20 @@ def write_coverage(
                     reduce=reduce_slice,
                 )
             )
-        for res in _run_in_order(tasks, n_workers):
-            w = writers.get(res.sample)
-            if w is not None:
-                assert res.summary is not None
-                w.add_summary(res.summary)
-            if res.per_base_path is not None:
-                bases[res.sample].append_part(res.per_base_path)
-            if on_reduced is not None and reduce_slice is not None:
-                on_reduced(res.reduced)
+        # The summaries and per-base parts are small: this process counts its
+        # share of the references too (one process fewer, less memory).
+        weights = [ds.lengths[rname] for ds, rname, _ in plan]
+        runs = caller_shared_map(_run_task, tasks, min(n_workers, len(tasks)), weights, _lean_worker)
+        with system_arrow_pool():
+            for res in runs:
+                w = writers.get(res.sample)
+                if w is not None:
+                    assert res.summary is not None
+                    w.add_summary(res.summary)
+                if res.per_base_path is not None:
+                    bases[res.sample].append_part(res.per_base_path)
+                if on_reduced is not None and reduce_slice is not None:
+                    on_reduced(res.reduced)
         ok = True
     finally:
         for sample, w in writers.items():
