@@ -28,14 +28,16 @@ Typical use::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from bams3_spark.coverage.cigar import expand_blocks, int64_array, parse_cigars, string_array
+
+# STORE, STORE_IF_UNSEEN and TAKE are re-exported: coverage.chunked (the
+# Spark job's form) imports them from here.
+from bams3_spark.coverage.mates import STORE, STORE_IF_UNSEEN, TAKE, MateRule  # noqa: F401
 from bams3_spark.coverage.options import CoverageOptions
 from bams3_spark.format.flags import PROPER_PAIR, SUPPLEMENTARY
 
@@ -156,35 +158,12 @@ class ReferenceDepth:
         return starts, ends, d[starts].astype(np.int32)
 
 
-@dataclass
-class _Pending:
-    """First mates stored by mosdepth's ``seen`` table, kept between chunks."""
-
-    qname: pa.Array
-    start: I64
-    stop: I64
-    n_ops: I64
-    cigar: pa.Array
-
-    @classmethod
-    def empty(cls) -> _Pending:
-        z = np.zeros(0, dtype=np.int64)
-        return cls(pa.array([], pa.string()), z, z.copy(), z.copy(), pa.array([], pa.string()))
-
-    def __len__(self) -> int:
-        return len(self.start)
-
-
 #: Initial span of a streaming accumulator's array (it grows for longer reads).
 STREAM_SPAN = 1 << 21
 
 
 class DrainedTooEarly(Exception):
     """A streaming accumulator got a depth change at a position it had already drained."""
-
-
-#: Kinds of mate candidates in mosdepth's rule: store, store-if-unseen, take (see DepthAccumulator).
-STORE, STORE_IF_UNSEEN, TAKE = 0, 1, 2
 
 
 class DepthAccumulator:
@@ -242,7 +221,7 @@ class DepthAccumulator:
         self._origin = 0
         self._carry = 0
         self._buf = np.zeros((min(self.length, STREAM_SPAN) if stream else self.length) + 2, dtype=np.int32)
-        self._pending = _Pending.empty()
+        self._mates = MateRule()
         self._last_pos = 0
         self._max_end = 0
         self._n_records = 0
@@ -252,7 +231,7 @@ class DepthAccumulator:
     @property
     def n_pending(self) -> int:
         """Number of stored first mates waiting for their mate."""
-        return len(self._pending)
+        return len(self._mates)
 
     @property
     def n_records(self) -> int:
@@ -301,7 +280,7 @@ class DepthAccumulator:
         """(``stream``) The final depth of the positions not drained yet; the accumulator is finished."""
         piece = self.drain(self.length)
         self._finished = True
-        self._pending = _Pending.empty()
+        self._mates = MateRule()
         return piece
 
     # -- public API ---------------------------------------------------------
@@ -380,7 +359,9 @@ class DepthAccumulator:
             cand = np.flatnonzero(((flag_s & PROPER_PAIR) != 0) & ((flag_s & SUPPLEMENTARY) == 0))
             if len(cand):
                 mates = table.select(["qname", "rnext", "pnext"]).take(pa.array(sel[cand]))
-                self._mate_overlaps(mates, cand, start, stop, cigar, parsed.n_ops[codes])
+                self._mates.apply(
+                    mates, cand, start, stop, cigar, parsed.n_ops[codes], self.name, self._add_events
+                )
 
     def finish(self) -> ReferenceDepth:
         """Return the final depth; the accumulator cannot be used afterwards."""
@@ -393,7 +374,7 @@ class DepthAccumulator:
         arr = self._buf[: top + 1]
         np.cumsum(arr, dtype=np.int32, out=arr)  # mosdepth's to_coverage
         self._buf[top + 1] = 0
-        self._pending = _Pending.empty()
+        self._mates = MateRule()
         return ReferenceDepth._from_buffer(
             self.name, self.length, self._buf, self._n_records > 0, self._n_passing, self.options,
             max(self.length, top),
@@ -439,203 +420,6 @@ class DepthAccumulator:
             first = np.concatenate(([0], np.flatnonzero(idx[1:] != idx[:-1]) + 1))
             counts = np.diff(np.concatenate((first, [len(idx)])))
             self._buf[idx[first]] += (sign * counts).astype(np.int32)
-
-    def _mate_overlaps(
-        self, mates: pa.Table, cand: I64, start: I64, stop: I64, cigar: pa.Array, n_ops: I64,
-    ) -> None:
-        """Apply mosdepth's mate-overlap rule to candidate rows of a chunk.
-
-        Args:
-            mates: ``qname``, ``rnext`` and ``pnext`` of the candidate rows.
-            cand: Rows of the passing reads with proper-pair and not supplementary.
-            start: 0-based start of every passing read.
-            stop: ``bam_endpos`` of every passing read.
-            cigar: CIGAR text of every passing read.
-            n_ops: CIGAR op count of every passing read.
-        """
-        qn = string_array(mates.column("qname")).cast(pa.large_string())
-        rnext = string_array(mates.column("rnext"))
-        same_ref = pc.equal(rnext, "=")
-        if self.name:
-            same_ref = pc.or_(same_ref, pc.equal(rnext, self.name))
-        same = np.asarray(same_ref.to_numpy(zero_copy_only=False), dtype=bool)
-        mpos = int64_array(mates.column("pnext")) - 1
-        st = start[cand]
-        sp = stop[cand]
-        base = same & (sp > mpos)
-        typ = np.full(len(cand), TAKE, dtype=np.int8)
-        typ[base & (st == mpos)] = STORE_IF_UNSEEN
-        typ[base & (st < mpos)] = STORE
-
-        # A TAKE row whose QNAME has no read stored (in this chunk or from an
-        # earlier one) changes nothing: only rows sharing a QNAME with a read
-        # that may be stored go through the state machine -- for short-insert
-        # pairs that do not overlap, most rows are dropped here, unhashed.
-        storable = typ != TAKE
-        if not storable.all():
-            names = qn.filter(pa.array(storable))
-            if len(self._pending):
-                names = pa.concat_arrays([names, self._pending.qname.cast(pa.large_string())])
-            if len(names) == 0:
-                return
-            keep = storable | np.asarray(pc.is_in(qn, value_set=names).to_numpy(zero_copy_only=False), bool)
-            if not keep.all():
-                rows = np.flatnonzero(keep)
-                qn, typ, st, sp, cand = qn.take(pa.array(rows)), typ[rows], st[rows], sp[rows], cand[rows]
-
-        genc = qn.dictionary_encode()
-        gcode = np.asarray(genc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-        ngroups = len(genc.dictionary)
-        if len(self._pending):
-            pidx_arr = pc.index_in(genc.dictionary, value_set=self._pending.qname).fill_null(-1)
-            pidx = np.asarray(pidx_arr.to_numpy(zero_copy_only=False), dtype=np.int64)
-        else:
-            pidx = np.full(ngroups, -1, dtype=np.int64)
-        counts = np.bincount(gcode, minlength=ngroups)
-        order = np.argsort(gcode, kind="stable")
-        ptr = np.concatenate(([0], np.cumsum(counts)))
-        first = order[ptr[:-1]]
-        has_p = pidx >= 0
-        is_store = typ != TAKE  # S1 or S2 when nothing is stored yet
-
-        # Corrections: (rec row, mate row) within the chunk, (rec row, pending idx).
-        rec_c: list[I64] = []
-        mate_c: list[I64] = []
-        rec_p: list[I64] = []
-        mate_p: list[I64] = []
-        add_rows: list[I64] = []
-        remove_p: list[I64] = []
-
-        # One read of the QNAME in this chunk.
-        g1 = np.flatnonzero(counts == 1)
-        b = first[g1]
-        tb = typ[b]
-        s = pidx[g1]
-        hp = has_p[g1]
-        remove_p.append(s[hp])
-        add_rows.append(b[(tb == STORE) | ((tb == STORE_IF_UNSEEN) & ~hp)])
-        take = hp & (tb != STORE)
-        rec_p.append(b[take])
-        mate_p.append(s[take])
-
-        # Two reads of the QNAME in this chunk, nothing stored before.
-        g2 = np.flatnonzero((counts == 2) & ~has_p)
-        a = first[g2]
-        b2 = order[ptr[g2] + 1]
-        tb2 = typ[b2]
-        a_stored = is_store[a]
-        add_rows.append(b2[(a_stored & (tb2 == STORE)) | (~a_stored & is_store[b2])])
-        pair = a_stored & (tb2 != STORE)
-        rec_c.append(b2[pair])
-        mate_c.append(a[pair])
-
-        # Anything else (3+ reads of a QNAME, or 2 reads plus a stored one).
-        slow = np.flatnonzero((counts >= 3) | ((counts == 2) & has_p))
-        for g in slow.tolist():
-            rows = order[ptr[g]: ptr[g + 1]].tolist()
-            p0 = int(pidx[g])
-            state: tuple[str, int] | None = ("p", p0) if p0 >= 0 else None
-            for r in rows:
-                t = typ[r]
-                if t == STORE or (t == STORE_IF_UNSEEN and state is None):
-                    state = ("c", r)
-                elif state is not None:
-                    if state[0] == "c":
-                        rec_c.append(np.array([r]))
-                        mate_c.append(np.array([state[1]]))
-                    else:
-                        rec_p.append(np.array([r]))
-                        mate_p.append(np.array([state[1]]))
-                    state = None
-            if p0 >= 0 and state != ("p", p0):
-                remove_p.append(np.array([p0]))
-            if state is not None and state[0] == "c":
-                add_rows.append(np.array([state[1]]))
-
-        rc = np.concatenate(rec_c).astype(np.int64)
-        mc = np.concatenate(mate_c).astype(np.int64)
-        rp = np.concatenate(rec_p).astype(np.int64)
-        mp = np.concatenate(mate_p).astype(np.int64)
-        pend = self._pending
-        cand_cigar = cigar.take(pa.array(cand))
-        cand_nops = n_ops[cand]
-        if len(rc) or len(rp):
-            rec_rows = np.concatenate((rc, rp))
-            self._subtract_overlaps(
-                rec_start=st[rec_rows],
-                rec_nops=cand_nops[rec_rows],
-                rec_cigar=cand_cigar.take(pa.array(rec_rows)),
-                mate_start=np.concatenate((st[mc], pend.start[mp])),
-                mate_stop=np.concatenate((sp[mc], pend.stop[mp])),
-                mate_nops=np.concatenate((cand_nops[mc], pend.n_ops[mp])),
-                mate_cigar=pa.concat_arrays([
-                    cand_cigar.take(pa.array(mc)).cast(pa.large_string()),
-                    pend.cigar.take(pa.array(mp)).cast(pa.large_string()),
-                ]),
-            )
-
-        rem = np.concatenate(remove_p).astype(np.int64)
-        add = np.sort(np.concatenate(add_rows).astype(np.int64))
-        if len(rem) or len(add):
-            keep = np.ones(len(pend), dtype=bool)
-            keep[rem] = False
-            keep_idx = pa.array(np.flatnonzero(keep))
-            add_idx = pa.array(add)
-            self._pending = _Pending(
-                qname=pa.concat_arrays([
-                    pend.qname.take(keep_idx).cast(pa.large_string()),
-                    qn.take(add_idx).cast(pa.large_string()),
-                ]),
-                start=np.concatenate((pend.start[keep], st[add])),
-                stop=np.concatenate((pend.stop[keep], sp[add])),
-                n_ops=np.concatenate((pend.n_ops[keep], cand_nops[add])),
-                cigar=pa.concat_arrays([
-                    pend.cigar.take(keep_idx).cast(pa.large_string()),
-                    cand_cigar.take(add_idx).cast(pa.large_string()),
-                ]),
-            )
-
-    def _subtract_overlaps(
-        self, *, rec_start: I64, rec_nops: I64, rec_cigar: pa.Array,
-        mate_start: I64, mate_stop: I64, mate_nops: I64, mate_cigar: pa.Array,
-    ) -> None:
-        """Remove the double-counted part of each (rec, stored mate) pair."""
-        single = (rec_nops == 1) & (mate_nops == 1)
-        # mosdepth: dec(arr[rec.start]); inc(arr[mate.stop])
-        self._add_events(mate_stop[single], rec_start[single])
-        multi = np.flatnonzero(~single)
-        if len(multi) == 0:
-            return
-        # mosdepth sorts the start/end events of both reads (rec's first,
-        # stable) and, whenever an end event arrives while both reads cover the
-        # position (pair depth 2), subtracts [previous event, this event):
-        # i.e. the intersection of the two reads' aligned blocks.
-        m = len(multi)
-        cig = pa.concat_arrays([
-            string_array(rec_cigar).take(pa.array(multi)).cast(pa.large_string()),
-            string_array(mate_cigar).take(pa.array(multi)).cast(pa.large_string()),
-        ])
-        enc = cig.dictionary_encode()
-        codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-        parsed = parse_cigars(enc.dictionary, False)
-        starts = np.concatenate((rec_start[multi], mate_start[multi]))
-        owner, bs, be = expand_blocks(parsed, codes, starts)
-        if len(owner) == 0:
-            return
-        pair_id = owner % m
-        source = owner // m  # 0 = rec, 1 = mate
-        ev_pos = np.concatenate((bs, be))
-        ev_val = np.concatenate((np.ones(len(bs), np.int64), -np.ones(len(be), np.int64)))
-        ev_pair = np.concatenate((pair_id, pair_id))
-        ev_src = np.concatenate((source, source))
-        order = np.lexsort((ev_src, ev_pos, ev_pair))
-        ev_pos = ev_pos[order]
-        ev_val = ev_val[order]
-        # Each pair's events sum to 0, so a global running sum is the running
-        # pair depth of every pair.
-        cum = np.cumsum(ev_val)
-        hit = np.flatnonzero((ev_val == -1) & (cum - ev_val == 2))
-        self._add_events(ev_pos[hit], ev_pos[hit - 1])
 
 
 def reference_depth(
