@@ -98,11 +98,21 @@ def run_window_task(
     Also the unit of work of the Spark job (``bams3_spark.spark.convert_job``).
     """
     infos: list[ChunkInfo] = []
-    with BamScanner(bam_path) as scan:
+    # Streaming compression: a window's Parquet/zstd encoding, checksum and
+    # upload (outside the GIL, in pyarrow, hashlib and I/O) run in a thread
+    # while this one inflates and decodes the next window.
+    with BamScanner(bam_path) as scan, cf.ThreadPoolExecutor(1, thread_name_prefix="bams3-encode") as encoder:
         tid = -1 if task.rname == UNPLACED_NAME else task.tid
+        pending: cf.Future[list[ChunkInfo]] | None = None
         for raw in scan.windows(tid, task.starts, task.chunk_size, task.length):
-            infos.extend(_write_raw(storage, raw, scan.names, scan.header, task.rname, task.key,
-                                    task.chunk_size, task.length, max_records))
+            start = raw.window_start
+            window = UNPLACED_WINDOW if raw.tid < 0 else (start, min(start + task.chunk_size, task.length))
+            table = decode_window(raw, scan.names, scan.header)
+            if pending is not None:
+                infos.extend(pending.result())  # at most one window waits: memory stays bounded
+            pending = encoder.submit(write_window, storage, table, task.rname, task.key, window, max_records)
+        if pending is not None:
+            infos.extend(pending.result())
     return task.key, infos
 
 

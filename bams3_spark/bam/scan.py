@@ -236,7 +236,9 @@ class BamScanner:
             return
         lo = starts[0]
         hi = min(starts[-1] + chunk_size, length)
-        chunks = self.index.region_chunks(tid, lo, hi)
+        # The union of what htslib reads for each window (as fetch per window
+        # did; the Spark job's slices hold exactly these bytes).
+        chunks = [c for s in starts for c in self.index.region_chunks(tid, s, min(s + chunk_size, length))]
         if not chunks:
             return
         begin = min(c[0] for c in chunks)

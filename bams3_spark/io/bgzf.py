@@ -128,7 +128,7 @@ class BgzfReader:
         out: list[bytes | bytearray] = []
         data: bytes | bytearray
         size = 0
-        while stop_block is None or coffset <= stop_block:
+        while stop_block is None or coffset < stop_block or (coffset == stop_block and stop_at):
             if coffset - pos + 18 > len(raw):
                 raw = raw[coffset - pos :] + fh.read(step)
                 pos = coffset
