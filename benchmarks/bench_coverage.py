@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = work / f"spark{cores}.parquet"
             shutil.rmtree(out, ignore_errors=True)
             job = [str(BIN / "python"), str(ROOT / "jobs" / "coverage.py"), str(args.dataset),
-                   "--by", "1000", "--out", str(out), "--master", f"local[{cores}]"]
+                   "--by", "1000", "--out", str(out), "--master", f"local[{cores}]", "--overwrite"]
             spark_times[cores] = run(job, args.repeat)
         verdict = spark_values_match(work / "spark2.parquet", work / "md3.regions.bed.gz")
         t1, t2 = spark_times[1][0], spark_times[2][0]
