@@ -55,6 +55,10 @@ _AUX_SIZE[ord("Z")] = _AUX_SIZE[ord("H")] = -1
 _AUX_SIZE[ord("B")] = -2
 _ARRAY_ITEM = {ord("c"): "b", ord("C"): "B", ord("s"): "h", ord("S"): "H", ord("i"): "i", ord("I"): "I",
                ord("f"): "f"}
+#: Element size of a B array by subtype byte (0: invalid).
+_ARRAY_ITEM_SIZE = np.zeros(256, dtype=np.int64)
+for _code, _fmt in _ARRAY_ITEM.items():
+    _ARRAY_ITEM_SIZE[_code] = array.array(_fmt).itemsize
 _INT_TYPES = {ord("c"): np.int8, ord("C"): np.uint8, ord("s"): np.int16, ord("S"): np.uint16,
               ord("i"): np.int32, ord("I"): np.uint32}
 
@@ -210,7 +214,7 @@ def decode_records(buf: U8, offsets: I64, names: Sequence[str]) -> pa.Table:
     qname = _strings(qdata, qoff)
 
     cigar_ops = _contiguous(buf, words, cigar_at, 4 * n_cigar, arrow_buf)
-    cigar = _cigar_text(*cigar_ops, l_seq)
+    cigar = _cigar_text(*cigar_ops)
 
     ref_names = pa.array(["*", *names], pa.string())
     rname = pc.take(ref_names, pa.array(tid + 1))
@@ -254,7 +258,7 @@ def decode_records(buf: U8, offsets: I64, names: Sequence[str]) -> pa.Table:
     return pa.table([columns[f.name] for f in RECORD_SCHEMA], schema=RECORD_SCHEMA)
 
 
-def _cigar_text(data: U8, offsets: I64, l_seq: I64) -> pa.Array:
+def _cigar_text(data: U8, offsets: I64) -> pa.Array:
     """SAM CIGAR strings of the records' CIGAR operations, formatted once per distinct CIGAR."""
     n = len(offsets) - 1
     binary = pa.Array.from_buffers(
@@ -276,7 +280,8 @@ def _cigar_text(data: U8, offsets: I64, l_seq: I64) -> pa.Array:
         raise NotDecodable("invalid CIGAR operation")
     n_ops = np.diff(doff) // 4
     # htslib keeps CIGARs longer than 65,535 operations in a CG tag and puts
-    # "<l_seq>S<rlen>N" in the record: those records are left to htslib.
+    # "<l_seq>S<rlen>N" in the record: records with any two-operation S-then-N
+    # CIGAR (the placeholder, or a rare real one) are left to htslib.
     two = np.flatnonzero(n_ops == 2)
     if len(two):
         first = doff[two] // 4
@@ -333,10 +338,7 @@ def _aux_text(buf: U8, words: npt.NDArray[np.uint32], starts: I64, lengths: I64,
             size[text] = zeros[hit] - (c[text] + 3) + 1
         arrays = np.flatnonzero(size == -2)
         if len(arrays):
-            item = np.zeros(256, np.int64)
-            for code, fmt in _ARRAY_ITEM.items():
-                item[code] = array.array(fmt).itemsize
-            isz = item[ab[c[arrays] + 3]]
+            isz = _ARRAY_ITEM_SIZE[ab[c[arrays] + 3]]
             if (isz == 0).any():
                 raise NotDecodable("unknown aux array type")
             size[arrays] = 5 + aw[c[arrays] + 4].astype(np.int64) * isz
