@@ -17,14 +17,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bams3_spark.bam.reader import BamInfo, inspect_bam, local_bam, open_bam, stream_windows, window_table
+from bams3_spark.bam.reader import BamInfo, inspect_bam, local_bam
+from bams3_spark.bam.scan import BamScanner, RawRecords, decode_window
 from bams3_spark.dataset.writer import commit_dataset, prepare_output, write_window
-from bams3_spark.exceptions import InputFormatError, InvalidArgumentError, UnsortedInputError, one_line
+from bams3_spark.exceptions import InputFormatError, InvalidArgumentError, UnsortedInputError
 from bams3_spark.format.layout import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CHUNK_RECORDS,
@@ -36,9 +36,8 @@ from bams3_spark.format.layout import (
     reference_key,
 )
 from bams3_spark.format.manifest import ChunkInfo, Manifest
-from bams3_spark.format.sam import lines_to_table
 from bams3_spark.io.storage import Storage, shared_storage
-from bams3_spark.parallel import ProgressCallback, process_pool, resolve_workers
+from bams3_spark.parallel import ProgressCallback, keep_freed_memory, process_pool, resolve_workers
 
 _T = TypeVar("_T")
 
@@ -90,17 +89,6 @@ class ConvertResult:
     seconds: float
 
 
-@contextmanager
-def _closing_quietly(bam: Any) -> Iterator[Any]:
-    # After a read error htslib fails close() too ("Closing failed"); that
-    # second error must not replace the first, which names the problem.
-    try:
-        yield bam
-    finally:
-        with suppress(OSError):
-            bam.close()
-
-
 def run_window_task(
     bam_path: str, storage: Storage, task: WindowTask, max_records: int
 ) -> tuple[str, list[ChunkInfo]]:
@@ -109,22 +97,33 @@ def run_window_task(
     Also the unit of work of the Spark job (``bams3_spark.spark.convert_job``).
     """
     infos: list[ChunkInfo] = []
-    with _closing_quietly(open_bam(bam_path)) as bam:
-        try:
-            for start in task.starts:
-                if task.rname == UNPLACED_NAME:
-                    window = UNPLACED_WINDOW
-                    table = window_table(bam, UNPLACED_NAME, 0, 0)
-                else:
-                    window = (start, min(start + task.chunk_size, task.length))
-                    table = window_table(bam, task.rname, window[0], window[1])
-                if table.num_rows:
-                    infos.extend(write_window(storage, table, task.rname, task.key, window, max_records))
-        except OSError as exc:
-            if isinstance(exc, FileNotFoundError | PermissionError) or "://" in str(exc):
-                raise
-            raise InputFormatError(f"{bam_path}: {one_line(exc)}") from None
+    # Streaming compression: a window's Parquet/zstd encoding, checksum and
+    # upload (outside the GIL, in pyarrow, hashlib and I/O) run in a thread
+    # while this one inflates and decodes the next window.
+    with BamScanner(bam_path) as scan, cf.ThreadPoolExecutor(1, thread_name_prefix="bams3-encode") as encoder:
+        tid = -1 if task.rname == UNPLACED_NAME else task.tid
+        pending: cf.Future[list[ChunkInfo]] | None = None
+        for raw in scan.windows(tid, task.starts, task.chunk_size, task.length):
+            start = raw.window_start
+            window = UNPLACED_WINDOW if raw.tid < 0 else (start, min(start + task.chunk_size, task.length))
+            table = decode_window(raw, scan.names, scan.header)
+            if pending is not None:
+                infos.extend(pending.result())  # at most one window waits: memory stays bounded
+            pending = encoder.submit(write_window, storage, table, task.rname, task.key, window, max_records)
+        if pending is not None:
+            infos.extend(pending.result())
     return task.key, infos
+
+
+def _write_raw(
+    storage: Storage, raw: RawRecords, names: list[str], header: bytes, rname: str, key: str,
+    chunk_size: int, length: int, max_records: int, first_part: int = 0,
+) -> list[ChunkInfo]:
+    """Decode one window's raw records and write its chunk objects."""
+    start = raw.window_start
+    window = UNPLACED_WINDOW if raw.tid < 0 else (start, min(start + chunk_size, length))
+    table = decode_window(raw, names, header)
+    return write_window(storage, table, rname, key, window, max_records, first_part=first_part)
 
 
 def plan_tasks(info: BamInfo, chunk_size: int, workers: int) -> list[WindowTask]:
@@ -250,7 +249,7 @@ def _convert_indexed(
             by_key[key].extend(infos)
             report(infos)
         return
-    with process_pool(workers) as pool:
+    with process_pool(workers, initializer=keep_freed_memory) as pool:
         futures = [
             pool.submit(_in_worker, run_window_task, storage, bam_path, task=t, max_records=max_records)
             for t in tasks
@@ -272,16 +271,16 @@ def _in_worker(fn: Callable[..., _T], storage: Storage, *args: Any, **kwargs: An
 
 
 def _encode_batch(
-    storage: Storage,
-    table_lines: list[str],
-    rname: str,
-    key: str,
-    window: tuple[int, int],
-    part: int,
+    storage: Storage, raw: RawRecords, info: BamInfo, header: bytes, chunk_size: int, part: int,
     max_records: int,
 ) -> tuple[str, list[ChunkInfo]]:
-    table = lines_to_table(table_lines)
-    return key, write_window(storage, table, rname, key, window, max_records, first_part=part)
+    if raw.tid < 0:
+        rname, key, length = UNPLACED_NAME, UNPLACED_KEY, 0
+    else:
+        rname, length = info.references[raw.tid]
+        key = reference_key(raw.tid, rname)
+    names = [n for n, _ in info.references]
+    return key, _write_raw(storage, raw, names, header, rname, key, chunk_size, length, max_records, part)
 
 
 def _convert_stream(
@@ -296,42 +295,38 @@ def _convert_stream(
 ) -> None:
     parts: dict[tuple[int, int], int] = defaultdict(int)
 
-    def job(batch_tid: int, wstart: int) -> tuple[str, str, tuple[int, int], int]:
-        if batch_tid < 0:
-            rname, key, window = UNPLACED_NAME, UNPLACED_KEY, UNPLACED_WINDOW
-        else:
-            rname, length = info.references[batch_tid]
-            key = reference_key(batch_tid, rname)
-            window = (wstart, min(wstart + size, length))
-        part = parts[(batch_tid, wstart)]
-        parts[(batch_tid, wstart)] += 1
-        return rname, key, window, part
+    def part_of(raw: RawRecords) -> int:
+        # A window bigger than max_records comes in several batches: number their parts.
+        part = parts[(raw.tid, raw.window_start)]
+        parts[(raw.tid, raw.window_start)] += 1
+        return part
 
-    batches = stream_windows(bam_path, size, max_records)
-    if workers == 1:
-        for batch in batches:
-            rname, key, window, part = job(batch.tid, batch.window_start)
-            k, infos = _encode_batch(storage, batch.lines, rname, key, window, part, max_records)
-            by_key[k].extend(infos)
-            report(infos)
-        return
-    with process_pool(workers) as pool:
-        pending: set[cf.Future[tuple[str, list[ChunkInfo]]]] = set()
+    with BamScanner(bam_path) as scan:
+        batches = scan.stream(size, max_records)
+        if workers == 1:
+            for raw in batches:
+                k, infos = _encode_batch(storage, raw, info, scan.header, size, part_of(raw), max_records)
+                by_key[k].extend(infos)
+                report(infos)
+            return
+        # Reading (inflating, cutting windows) here overlaps decoding and
+        # encoding in the workers: both cores work from the first window.
+        with process_pool(workers, initializer=keep_freed_memory) as pool:
+            pending: set[cf.Future[tuple[str, list[ChunkInfo]]]] = set()
 
-        def drain(block_until: int) -> None:
-            while len(pending) > block_until:
-                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    pending.discard(fut)
-                    k, infos = fut.result()
-                    by_key[k].extend(infos)
-                    report(infos)
+            def drain(block_until: int) -> None:
+                while len(pending) > block_until:
+                    done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        pending.discard(fut)
+                        k, infos = fut.result()
+                        by_key[k].extend(infos)
+                        report(infos)
 
-        for batch in batches:
-            rname, key, window, part = job(batch.tid, batch.window_start)
-            pending.add(
-                pool.submit(_in_worker, _encode_batch, storage, table_lines=batch.lines, rname=rname, key=key,
-                            window=window, part=part, max_records=max_records)
-            )
-            drain(2 * workers)  # bound memory: at most 2 batches queued per worker
-        drain(0)
+            for raw in batches:
+                pending.add(
+                    pool.submit(_in_worker, _encode_batch, storage, raw=raw, info=info, header=scan.header,
+                                chunk_size=size, part=part_of(raw), max_records=max_records)
+                )
+                drain(2 * workers)  # bound memory: at most 2 batches queued per worker
+            drain(0)

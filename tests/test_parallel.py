@@ -16,6 +16,7 @@ import pytest
 from bams3_spark import parallel
 from bams3_spark.exceptions import InvalidArgumentError
 from bams3_spark.parallel import (
+    caller_shared_map,
     cgroup_cpu_limit,
     process_map,
     process_pool,
@@ -140,3 +141,25 @@ def test_start_method_follows_the_threads_of_this_process() -> None:
     if threading.active_count() == 1 and "fork" in methods:
         assert lone == "fork"
     assert busy == ("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _pid_of(x: int) -> tuple[int, int]:
+    return x, os.getpid()
+
+
+def test_caller_shared_map_in_order_with_the_caller_taking_the_heaviest() -> None:
+    items = list(range(7))
+    weights = [1, 1, 50, 1, 1, 1, 1]
+    out = list(caller_shared_map(_pid_of, items, 2, weights))
+    assert [x for x, _ in out] == items
+    pids = dict(out)
+    # The heaviest item is the caller's; the light ones went to the one pool process.
+    assert pids[2] == os.getpid()
+    assert {pids[x] for x in items if x != 2} != {os.getpid()}
+    assert len(set(pids.values())) == 2
+    assert [x for x, _ in caller_shared_map(_pid_of, items, 1, weights)] == items
+
+
+def test_caller_shared_map_raises_the_first_failure() -> None:
+    with pytest.raises(ValueError, match="three"):
+        list(caller_shared_map(_fail_on_three, range(6), 2, [1] * 6))

@@ -1,26 +1,24 @@
-"""Reading BAM (through pysam/htslib) into record tables.
+"""Opening BAM files through pysam/htslib: headers, index statistics, and records as SAM text.
 
-htslib formats every record as SAM text (``AlignedSegment.to_string``), which
-is exactly what ``samtools view`` prints; :func:`bams3_spark.format.sam.lines_to_table`
-then splits the text into columns with Arrow. Only records with ``f``/``B:f``
-aux fields take a slower path that recovers their exact float32 values.
+The converter reads records in columns (:mod:`bams3_spark.bam.scan`); htslib's
+own SAM text of a record (:func:`record_text`: ``AlignedSegment.to_string``,
+exactly what ``samtools view`` prints, with float aux values made exact) is
+what the few records that decoder leaves to htslib go through.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
 import pysam
 
-from bams3_spark.exceptions import InputFormatError, UnsortedInputError, one_line
-from bams3_spark.format.layout import UNPLACED_NAME
-from bams3_spark.format.sam import exact_float_tags, float_tag_names, has_float_tag, lines_to_table, same_f32
+from bams3_spark.exceptions import InputFormatError, one_line
+from bams3_spark.format.sam import exact_float_tags, float_tag_names, has_float_tag, same_f32
 from bams3_spark.io.storage import storage_for_file
 
 
@@ -37,7 +35,8 @@ class BamInfo:
     unplaced: int | None
 
 
-def _record_text(read: pysam.AlignedSegment) -> str:
+def record_text(read: pysam.AlignedSegment) -> str:
+    """A record as ``samtools view`` prints it, except float aux values, which keep their exact text."""
     text: str = read.to_string()
     i = text.find(":f:")
     if i < 0 and ":B:f" not in text:
@@ -118,70 +117,6 @@ def inspect_bam(path: str) -> BamInfo:
             mapped_per_ref=mapped,
             unplaced=unplaced,
         )
-
-
-def window_table(bam: pysam.AlignmentFile, rname: str, start: int, end: int) -> pa.Table:
-    """Return the records whose alignment start lies in [start, end) (0-based).
-
-    Placed unmapped reads count by their position. ``rname='*'`` returns the
-    unplaced unmapped reads. Uses the index.
-    """
-    if rname == UNPLACED_NAME:
-        reads: Iterable[pysam.AlignedSegment] = bam.fetch(UNPLACED_NAME)
-        lines = [_record_text(r) for r in reads]
-    else:
-        # fetch() returns reads overlapping the window; keep those starting in it.
-        lines = [_record_text(r) for r in bam.fetch(rname, start, end) if r.reference_start >= start]
-    return lines_to_table(lines)
-
-
-@dataclass
-class StreamBatch:
-    """A run of records of one window from a sequential scan."""
-
-    tid: int
-    window_start: int
-    lines: list[str]
-
-
-def stream_windows(path: str, chunk_size: int, max_records: int) -> Iterator[StreamBatch]:
-    """Scan a coordinate-sorted BAM once, yielding records grouped by window.
-
-    Windows with more than ``max_records`` records come in several batches.
-
-    Raises:
-        UnsortedInputError: At the first record out of coordinate order.
-        InputFormatError: If the file is truncated or damaged.
-    """
-    with open_bam(path) as bam:
-        tid, wstart, last_pos = -2, -1, -1
-        lines: list[str] = []
-        seen_unplaced = False
-        try:
-            for read in bam.fetch(until_eof=True):
-                rtid = read.reference_id
-                pos = read.reference_start
-                if rtid < 0 or pos < 0:
-                    key_tid, key_start = -1, 0
-                    seen_unplaced = True
-                else:
-                    if seen_unplaced or rtid < tid or (rtid == tid and pos < last_pos):
-                        raise UnsortedInputError(
-                            f"{path}: not coordinate-sorted (record {read.query_name!r}); "
-                            "run 'samtools sort' first"
-                        )
-                    key_tid, key_start = rtid, pos - pos % chunk_size
-                    last_pos = pos
-                if (key_tid, key_start) != (tid, wstart) or len(lines) >= max_records:
-                    if lines:
-                        yield StreamBatch(tid, wstart, lines)
-                    lines = []
-                    tid, wstart = key_tid, key_start
-                lines.append(_record_text(read))
-        except OSError as exc:
-            raise InputFormatError(f"{path}: {one_line(exc)}") from None
-        if lines:
-            yield StreamBatch(tid, wstart, lines)
 
 
 @contextmanager

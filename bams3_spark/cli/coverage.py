@@ -90,7 +90,11 @@ def _coverage(args: argparse.Namespace) -> int:
     from bams3_spark.coverage.engine import write_coverage
     from bams3_spark.coverage.options import coverage_options
     from bams3_spark.exceptions import InvalidArgumentError
+    from bams3_spark.parallel import keep_freed_memory
 
+    # This process counts its share of the references too (write_coverage);
+    # a command may set the process-wide malloc policy a library call may not.
+    keep_freed_memory()
     if args.output is None and args.plot is None:
         raise InvalidArgumentError("give -o PREFIX (mosdepth's files) and/or --plot PNG")
     if args.thresholds and args.by is None:

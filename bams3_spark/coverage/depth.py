@@ -28,14 +28,16 @@ Typical use::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from bams3_spark.coverage.cigar import expand_blocks, int64_array, parse_cigars, string_array
+
+# STORE, STORE_IF_UNSEEN and TAKE are re-exported: coverage.chunked (the
+# Spark job's form) imports them from here.
+from bams3_spark.coverage.mates import STORE, STORE_IF_UNSEEN, TAKE, MateRule  # noqa: F401
 from bams3_spark.coverage.options import CoverageOptions
 from bams3_spark.format.flags import PROPER_PAIR, SUPPLEMENTARY
 
@@ -156,27 +158,12 @@ class ReferenceDepth:
         return starts, ends, d[starts].astype(np.int32)
 
 
-@dataclass
-class _Pending:
-    """First mates stored by mosdepth's ``seen`` table, kept between chunks."""
-
-    qname: pa.Array
-    start: I64
-    stop: I64
-    n_ops: I64
-    cigar: pa.Array
-
-    @classmethod
-    def empty(cls) -> _Pending:
-        z = np.zeros(0, dtype=np.int64)
-        return cls(pa.array([], pa.string()), z, z.copy(), z.copy(), pa.array([], pa.string()))
-
-    def __len__(self) -> int:
-        return len(self.start)
+#: Initial span of a streaming accumulator's array (it grows for longer reads).
+STREAM_SPAN = 1 << 21
 
 
-#: Kinds of mate candidates in mosdepth's rule: store, store-if-unseen, take (see DepthAccumulator).
-STORE, STORE_IF_UNSEEN, TAKE = 0, 1, 2
+class DrainedTooEarly(Exception):
+    """A streaming accumulator got a depth change at a position it had already drained."""
 
 
 class DepthAccumulator:
@@ -205,7 +192,9 @@ class DepthAccumulator:
     chunk (not produced by normal pairs) go through a small Python loop.
     """
 
-    def __init__(self, ref_length: int, options: CoverageOptions | None = None, *, name: str = "") -> None:
+    def __init__(
+        self, ref_length: int, options: CoverageOptions | None = None, *, name: str = "", stream: bool = False
+    ) -> None:
         """Create an accumulator.
 
         Args:
@@ -213,14 +202,26 @@ class DepthAccumulator:
             options: Filtering and counting options.
             name: Reference name; ``rnext`` equal to it counts as "same
                 reference" like ``"="``.
+            stream: Hold only the part of the reference still changing: the
+                caller takes finished depth out with :meth:`drain` (and
+                :meth:`drain_rest` instead of :meth:`finish`), so memory
+                follows the chunks, not the reference length. Not for mode
+                ``"samtools"`` (which may grow past the reference end).
         """
         if isinstance(ref_length, bool) or not isinstance(ref_length, (int, np.integer)) or ref_length < 0:
             raise ValueError(f"ref_length must be a non-negative integer; got {ref_length!r}")
         self.name = name
         self.length = int(ref_length)
         self.options = options or CoverageOptions()
-        self._buf = np.zeros(self.length + 2, dtype=np.int32)
-        self._pending = _Pending.empty()
+        if stream and self.options.mode == "samtools":
+            raise ValueError("stream=True is for the mosdepth modes only")
+        self._stream = stream
+        # _buf[i] is the difference at reference position _origin + i; _carry
+        # the depth just before _origin (every difference drained so far).
+        self._origin = 0
+        self._carry = 0
+        self._buf = np.zeros((min(self.length, STREAM_SPAN) if stream else self.length) + 2, dtype=np.int32)
+        self._mates = MateRule()
         self._last_pos = 0
         self._max_end = 0
         self._n_records = 0
@@ -230,7 +231,57 @@ class DepthAccumulator:
     @property
     def n_pending(self) -> int:
         """Number of stored first mates waiting for their mate."""
-        return len(self._pending)
+        return len(self._mates)
+
+    @property
+    def n_records(self) -> int:
+        """Records added so far (placed ones), filtered or not."""
+        return self._n_records
+
+    @property
+    def n_passing(self) -> int:
+        """Records that passed the filters so far."""
+        return self._n_passing
+
+    @property
+    def origin(self) -> int:
+        """(``stream``) The first position not drained yet."""
+        return self._origin
+
+    def drain(self, upto: int) -> I32:
+        """(``stream``) Take out the final depth of positions ``origin .. upto - 1``.
+
+        The caller guarantees that no read added later starts before ``upto``
+        (the next chunk's first start): then nothing changes these positions
+        any more, except for mosdepth's over-subtraction when a stored mate
+        ends before its later mate starts (inconsistent mate data), which
+        raises :class:`DrainedTooEarly` in :meth:`add`.
+        """
+        if not self._stream or self._finished:
+            raise ValueError("drain() needs a streaming, unfinished accumulator")
+        upto = min(upto, self.length)
+        k = upto - self._origin
+        if k <= 0:
+            return np.zeros(0, dtype=np.int32)
+        held = min(k, len(self._buf))
+        piece = np.empty(k, dtype=np.int32)
+        np.cumsum(self._buf[:held], dtype=np.int32, out=piece[:held])
+        piece[:held] += np.int32(self._carry)
+        if held < k:  # no difference recorded past the buffer: the depth stays
+            piece[held:] = piece[held - 1]
+        self._carry = int(piece[-1])
+        rest = len(self._buf) - held
+        self._buf[:rest] = self._buf[held:]
+        self._buf[rest:] = 0
+        self._origin = upto
+        return piece
+
+    def drain_rest(self) -> I32:
+        """(``stream``) The final depth of the positions not drained yet; the accumulator is finished."""
+        piece = self.drain(self.length)
+        self._finished = True
+        self._mates = MateRule()
+        return piece
 
     # -- public API ---------------------------------------------------------
 
@@ -308,18 +359,22 @@ class DepthAccumulator:
             cand = np.flatnonzero(((flag_s & PROPER_PAIR) != 0) & ((flag_s & SUPPLEMENTARY) == 0))
             if len(cand):
                 mates = table.select(["qname", "rnext", "pnext"]).take(pa.array(sel[cand]))
-                self._mate_overlaps(mates, cand, start, stop, cigar, parsed.n_ops[codes])
+                self._mates.apply(
+                    mates, cand, start, stop, cigar, parsed.n_ops[codes], self.name, self._add_events
+                )
 
     def finish(self) -> ReferenceDepth:
         """Return the final depth; the accumulator cannot be used afterwards."""
         if self._finished:
             raise ValueError("DepthAccumulator.finish() called twice")
+        if self._stream:
+            raise ValueError("a streaming accumulator finishes with drain_rest()")
         self._finished = True
         top = len(self._buf) - 2  # the length, or samtools' extent past it
         arr = self._buf[: top + 1]
         np.cumsum(arr, dtype=np.int32, out=arr)  # mosdepth's to_coverage
         self._buf[top + 1] = 0
-        self._pending = _Pending.empty()
+        self._mates = MateRule()
         return ReferenceDepth._from_buffer(
             self.name, self.length, self._buf, self._n_records > 0, self._n_passing, self.options,
             max(self.length, top),
@@ -332,200 +387,39 @@ class DepthAccumulator:
         # A read past the reference end makes mosdepth 0.3.3 abort (index
         # out of its array); clip so that its part inside the reference
         # still counts. (samtools mode grew the array beforehand.)
-        limit = len(self._buf) - 2
-        for idx, sign in ((plus, 1), (minus, -1)):
-            if len(idx) == 0:
-                continue
-            idx = np.clip(idx, 0, limit)
-            # Count equal positions on sorted events (read starts nearly always
-            # are), then one fancy-index add per distinct position: several
-            # times faster than np.add.at or dense bincounts over the chunk.
+        limit = self.length if self._stream else len(self._buf) - 2
+        events = [
+            (np.clip(idx, 0, limit) - self._origin, sign)
+            for idx, sign in ((plus, 1), (minus, -1)) if len(idx)
+        ]
+        if not events:
+            return
+        lo = min(int(e.min()) for e, _ in events)
+        hi = max(int(e.max()) for e, _ in events) + 1
+        if lo < 0:
+            raise DrainedTooEarly(f"reference {self.name!r}: a depth change before the drained position")
+        if self._stream and hi + 2 > len(self._buf):
+            grown = np.zeros(max(hi + 2, 2 * len(self._buf)), dtype=np.int32)
+            grown[: len(self._buf)] = self._buf
+            self._buf = grown
+        span = hi - lo
+        if span <= 8 * sum(len(e) for e, _ in events) + 4096:
+            # Dense: one count per position of the span the events cover (a
+            # chunk's reads), added to the array in one pass.
+            counts = np.zeros(span, dtype=np.int64)
+            for e, sign in events:
+                c = np.bincount(e - lo, minlength=span)
+                counts = counts + c if sign > 0 else counts - c
+            self._buf[lo:hi] += counts.astype(np.int32)
+            return
+        for idx, sign in events:
+            # Few events far apart: count equal positions on sorted events,
+            # then one fancy-index add per distinct position.
             if len(idx) > 1 and bool((idx[1:] < idx[:-1]).any()):
                 idx = np.sort(idx)
             first = np.concatenate(([0], np.flatnonzero(idx[1:] != idx[:-1]) + 1))
             counts = np.diff(np.concatenate((first, [len(idx)])))
             self._buf[idx[first]] += (sign * counts).astype(np.int32)
-
-    def _mate_overlaps(
-        self, mates: pa.Table, cand: I64, start: I64, stop: I64, cigar: pa.Array, n_ops: I64,
-    ) -> None:
-        """Apply mosdepth's mate-overlap rule to candidate rows of a chunk.
-
-        Args:
-            mates: ``qname``, ``rnext`` and ``pnext`` of the candidate rows.
-            cand: Rows of the passing reads with proper-pair and not supplementary.
-            start: 0-based start of every passing read.
-            stop: ``bam_endpos`` of every passing read.
-            cigar: CIGAR text of every passing read.
-            n_ops: CIGAR op count of every passing read.
-        """
-        qn = string_array(mates.column("qname")).cast(pa.large_string())
-        rnext = string_array(mates.column("rnext"))
-        same_ref = pc.equal(rnext, "=")
-        if self.name:
-            same_ref = pc.or_(same_ref, pc.equal(rnext, self.name))
-        same = np.asarray(same_ref.to_numpy(zero_copy_only=False), dtype=bool)
-        mpos = int64_array(mates.column("pnext")) - 1
-        st = start[cand]
-        sp = stop[cand]
-        base = same & (sp > mpos)
-        typ = np.full(len(cand), TAKE, dtype=np.int8)
-        typ[base & (st == mpos)] = STORE_IF_UNSEEN
-        typ[base & (st < mpos)] = STORE
-
-        genc = qn.dictionary_encode()
-        gcode = np.asarray(genc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-        ngroups = len(genc.dictionary)
-        if len(self._pending):
-            pidx_arr = pc.index_in(genc.dictionary, value_set=self._pending.qname).fill_null(-1)
-            pidx = np.asarray(pidx_arr.to_numpy(zero_copy_only=False), dtype=np.int64)
-        else:
-            pidx = np.full(ngroups, -1, dtype=np.int64)
-        counts = np.bincount(gcode, minlength=ngroups)
-        order = np.argsort(gcode, kind="stable")
-        ptr = np.concatenate(([0], np.cumsum(counts)))
-        first = order[ptr[:-1]]
-        has_p = pidx >= 0
-        is_store = typ != TAKE  # S1 or S2 when nothing is stored yet
-
-        # Corrections: (rec row, mate row) within the chunk, (rec row, pending idx).
-        rec_c: list[I64] = []
-        mate_c: list[I64] = []
-        rec_p: list[I64] = []
-        mate_p: list[I64] = []
-        add_rows: list[I64] = []
-        remove_p: list[I64] = []
-
-        # One read of the QNAME in this chunk.
-        g1 = np.flatnonzero(counts == 1)
-        b = first[g1]
-        tb = typ[b]
-        s = pidx[g1]
-        hp = has_p[g1]
-        remove_p.append(s[hp])
-        add_rows.append(b[(tb == STORE) | ((tb == STORE_IF_UNSEEN) & ~hp)])
-        take = hp & (tb != STORE)
-        rec_p.append(b[take])
-        mate_p.append(s[take])
-
-        # Two reads of the QNAME in this chunk, nothing stored before.
-        g2 = np.flatnonzero((counts == 2) & ~has_p)
-        a = first[g2]
-        b2 = order[ptr[g2] + 1]
-        tb2 = typ[b2]
-        a_stored = is_store[a]
-        add_rows.append(b2[(a_stored & (tb2 == STORE)) | (~a_stored & is_store[b2])])
-        pair = a_stored & (tb2 != STORE)
-        rec_c.append(b2[pair])
-        mate_c.append(a[pair])
-
-        # Anything else (3+ reads of a QNAME, or 2 reads plus a stored one).
-        slow = np.flatnonzero((counts >= 3) | ((counts == 2) & has_p))
-        for g in slow.tolist():
-            rows = order[ptr[g]: ptr[g + 1]].tolist()
-            p0 = int(pidx[g])
-            state: tuple[str, int] | None = ("p", p0) if p0 >= 0 else None
-            for r in rows:
-                t = typ[r]
-                if t == STORE or (t == STORE_IF_UNSEEN and state is None):
-                    state = ("c", r)
-                elif state is not None:
-                    if state[0] == "c":
-                        rec_c.append(np.array([r]))
-                        mate_c.append(np.array([state[1]]))
-                    else:
-                        rec_p.append(np.array([r]))
-                        mate_p.append(np.array([state[1]]))
-                    state = None
-            if p0 >= 0 and state != ("p", p0):
-                remove_p.append(np.array([p0]))
-            if state is not None and state[0] == "c":
-                add_rows.append(np.array([state[1]]))
-
-        rc = np.concatenate(rec_c).astype(np.int64)
-        mc = np.concatenate(mate_c).astype(np.int64)
-        rp = np.concatenate(rec_p).astype(np.int64)
-        mp = np.concatenate(mate_p).astype(np.int64)
-        pend = self._pending
-        cand_cigar = cigar.take(pa.array(cand))
-        cand_nops = n_ops[cand]
-        if len(rc) or len(rp):
-            rec_rows = np.concatenate((rc, rp))
-            self._subtract_overlaps(
-                rec_start=st[rec_rows],
-                rec_nops=cand_nops[rec_rows],
-                rec_cigar=cand_cigar.take(pa.array(rec_rows)),
-                mate_start=np.concatenate((st[mc], pend.start[mp])),
-                mate_stop=np.concatenate((sp[mc], pend.stop[mp])),
-                mate_nops=np.concatenate((cand_nops[mc], pend.n_ops[mp])),
-                mate_cigar=pa.concat_arrays([
-                    cand_cigar.take(pa.array(mc)).cast(pa.large_string()),
-                    pend.cigar.take(pa.array(mp)).cast(pa.large_string()),
-                ]),
-            )
-
-        rem = np.concatenate(remove_p).astype(np.int64)
-        add = np.sort(np.concatenate(add_rows).astype(np.int64))
-        if len(rem) or len(add):
-            keep = np.ones(len(pend), dtype=bool)
-            keep[rem] = False
-            keep_idx = pa.array(np.flatnonzero(keep))
-            add_idx = pa.array(add)
-            self._pending = _Pending(
-                qname=pa.concat_arrays([
-                    pend.qname.take(keep_idx).cast(pa.large_string()),
-                    qn.take(add_idx).cast(pa.large_string()),
-                ]),
-                start=np.concatenate((pend.start[keep], st[add])),
-                stop=np.concatenate((pend.stop[keep], sp[add])),
-                n_ops=np.concatenate((pend.n_ops[keep], cand_nops[add])),
-                cigar=pa.concat_arrays([
-                    pend.cigar.take(keep_idx).cast(pa.large_string()),
-                    cand_cigar.take(add_idx).cast(pa.large_string()),
-                ]),
-            )
-
-    def _subtract_overlaps(
-        self, *, rec_start: I64, rec_nops: I64, rec_cigar: pa.Array,
-        mate_start: I64, mate_stop: I64, mate_nops: I64, mate_cigar: pa.Array,
-    ) -> None:
-        """Remove the double-counted part of each (rec, stored mate) pair."""
-        single = (rec_nops == 1) & (mate_nops == 1)
-        # mosdepth: dec(arr[rec.start]); inc(arr[mate.stop])
-        self._add_events(mate_stop[single], rec_start[single])
-        multi = np.flatnonzero(~single)
-        if len(multi) == 0:
-            return
-        # mosdepth sorts the start/end events of both reads (rec's first,
-        # stable) and, whenever an end event arrives while both reads cover the
-        # position (pair depth 2), subtracts [previous event, this event):
-        # i.e. the intersection of the two reads' aligned blocks.
-        m = len(multi)
-        cig = pa.concat_arrays([
-            string_array(rec_cigar).take(pa.array(multi)).cast(pa.large_string()),
-            string_array(mate_cigar).take(pa.array(multi)).cast(pa.large_string()),
-        ])
-        enc = cig.dictionary_encode()
-        codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-        parsed = parse_cigars(enc.dictionary, False)
-        starts = np.concatenate((rec_start[multi], mate_start[multi]))
-        owner, bs, be = expand_blocks(parsed, codes, starts)
-        if len(owner) == 0:
-            return
-        pair_id = owner % m
-        source = owner // m  # 0 = rec, 1 = mate
-        ev_pos = np.concatenate((bs, be))
-        ev_val = np.concatenate((np.ones(len(bs), np.int64), -np.ones(len(be), np.int64)))
-        ev_pair = np.concatenate((pair_id, pair_id))
-        ev_src = np.concatenate((source, source))
-        order = np.lexsort((ev_src, ev_pos, ev_pair))
-        ev_pos = ev_pos[order]
-        ev_val = ev_val[order]
-        # Each pair's events sum to 0, so a global running sum is the running
-        # pair depth of every pair.
-        cum = np.cumsum(ev_val)
-        hit = np.flatnonzero((ev_val == -1) & (cum - ev_val == 2))
-        self._add_events(ev_pos[hit], ev_pos[hit - 1])
 
 
 def reference_depth(

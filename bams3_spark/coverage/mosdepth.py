@@ -128,7 +128,7 @@ class MosdepthPlan:
         text = per_base_text(rd, offset) if self.per_base else None
         if self.region:
             reg = bed_regions(regions, rd.length, rd.name) if self.has_regions else None
-            region_text, threshold_text, _ = self._region_lines(rd, reg, offset)
+            region_text, threshold_text, _ = self.region_lines(rd, reg, offset)
             d = rd.depth
             n = rd.length
             stat = Stat(n, int(d.sum(dtype=np.int64)), int(d.min()) if n else 0, int(d.max()) if n else 0)
@@ -155,7 +155,7 @@ class MosdepthPlan:
                 window_regions(length, self.window) if self.window
                 else bed_regions(bed_here or [], length, rd.name)
             )
-        region_text, threshold_text, stats = self._region_lines(rd, reg, 0)
+        region_text, threshold_text, stats = self.region_lines(rd, reg, 0)
         if reg is not None and stats is not None and found and len(reg.starts):
             # Empty regions have min uint32.high and max 0, as in mosdepth.
             region_stat = Stat(
@@ -186,7 +186,7 @@ class MosdepthPlan:
             chrom_stat, text,
         )
 
-    def _region_lines(
+    def region_lines(
         self, rd: ReferenceDepth, reg: Regions | None, offset: int
     ) -> tuple[str, str, RegionStats | None]:
         """The ``regions.bed.gz`` and ``thresholds.bed.gz`` lines of ``reg``, shifted by ``offset``."""

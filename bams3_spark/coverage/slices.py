@@ -66,7 +66,7 @@ class DepthSlice:
         return self.start + self.depth.length
 
 
-def _read_ahead(chunks: Sequence[ChunkRef], columns: Sequence[str]) -> Iterator[pa.Table]:
+def read_ahead_tables(chunks: Sequence[ChunkRef], columns: Sequence[str]) -> Iterator[pa.Table]:
     """Yield the chunks' tables in order, reading the next one in a thread.
 
     Decoding a chunk (pyarrow, outside the GIL) then overlaps the counting of
@@ -137,7 +137,7 @@ def compute_slice(
             rd = ReferenceDepth.empty(rname, length, options)
         else:
             acc = DepthAccumulator(length, options, name=rname)
-            for table in _read_ahead(chunks, required_columns(options)):
+            for table in read_ahead_tables(chunks, required_columns(options)):
                 acc.add(table)
             rd = acc.finish()
         return DepthSlice(ds.sample, rname, length, 0, rd, True)
@@ -151,7 +151,7 @@ def compute_slice(
     # Events past the region end are clipped to it, as events past the
     # reference end are clipped to the reference end: depth inside is exact.
     acc = DepthAccumulator(end - offset, options, name=rname)
-    for table in _read_ahead(chunks, required_columns(options)):
+    for table in read_ahead_tables(chunks, required_columns(options)):
         acc.add(shift_positions(table, offset))
     full = acc.finish()
     local = full.depth[start - offset : end - offset]

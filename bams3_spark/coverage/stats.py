@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from bams3_spark.coverage.depth import ReferenceDepth
@@ -277,15 +276,22 @@ _TSV = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="n
 
 
 def per_base_text(rd: ReferenceDepth, offset: int = 0) -> bytes:
-    """The lines of mosdepth's ``per-base.bed.gz`` for a depth, positions shifted by ``offset``.
+    """The lines of mosdepth's ``per-base.bed.gz`` for a depth, positions shifted by ``offset``."""
+    starts, ends, depth = rd.intervals()
+    return runs_text(rd.name, starts + offset, ends + offset, depth)
+
+
+def runs_text(name: str, starts: npt.ArrayLike, ends: npt.ArrayLike, depth: npt.ArrayLike) -> bytes:
+    """``name\tstart\tend\tdepth`` lines of runs of equal depth (mosdepth's per-base layout).
 
     Arrow's CSV writer formats the (many) integer lines in C++.
     """
-    table = intervals_table(rd)
-    if offset:
-        shift = pa.scalar(offset, pa.int32())
-        table = table.set_column(1, "start", pc.add(table.column("start"), shift))
-        table = table.set_column(2, "end", pc.add(table.column("end"), shift))
+    table = pa.table({
+        "rname": repeat_name(name, len(np.asarray(starts))),
+        "start": pa.array(np.asarray(starts, dtype=np.int64)),
+        "end": pa.array(np.asarray(ends, dtype=np.int64)),
+        "depth": pa.array(np.asarray(depth, dtype=np.int32)),
+    })
     sink = pa.BufferOutputStream()
     pacsv.write_csv(table, sink, _TSV)
     return sink.getvalue().to_pybytes()

@@ -199,11 +199,11 @@ def exact_float_tags(tags: str, values: Mapping[str, object]) -> str:
         lead = lead if lead == "\t" else ""
         value = values[tag]
         if kind == "f:":
-            text = body if same_f32(body, value) else _f32_text(value)  # type: ignore[arg-type]
+            text = body if same_f32(body, value) else f32_text(value)  # type: ignore[arg-type]
             return f"{lead}{tag}:f:{text}"
         printed = body.split(",")[1:] if body.startswith(",") else []
         items = list(value)  # type: ignore[call-overload]
-        texts = [p if same_f32(p, v) else _f32_text(v) for p, v in zip(printed, items, strict=True)]
+        texts = [p if same_f32(p, v) else f32_text(v) for p, v in zip(printed, items, strict=True)]
         return f"{lead}{tag}:B:f" + "".join("," + t for t in texts)
 
     return FLOAT_FIELD_RE.sub(fix, tags)
@@ -222,8 +222,8 @@ def has_float_tag(tags: str) -> bool:
     return _FLOAT_TAG_RE.search(tags) is not None
 
 
-def _f32_text(value: float) -> str:
-    # Shortest decimal that reads back to the same float32: lossless and short.
+def f32_text(value: float) -> str:
+    """Return the shortest decimal that reads back to the same float32: lossless and short."""
     f = np.float32(value)
     if np.isnan(f):
         return "nan"
