@@ -399,12 +399,11 @@ def plan_units(
     sizes_of = chunk_sizes or _index_sizes(cohort.storage_options)
     units: list[Unit] = []
     for s in cohort.samples:
-        placed = [(tid, r) for tid, r in enumerate(s.references) if r.chunks]
-        if not placed:
-            # Nothing placed: the sample's rows (zero depth) come from one unit.
+        if not s.references:
             units.append(Unit(s.sample, s.url, s.index, bytes=0))
             continue
-        for tid, ref in placed:
+        # Every reference, empty ones too: their (zero) rows come from their unit.
+        for tid, ref in enumerate(s.references):
             if not split_references or ref.bytes <= budget or ref.chunks < 2:
                 units.append(Unit(s.sample, s.url, s.index, ref.name, tid, bytes=ref.bytes))
                 continue

@@ -78,10 +78,10 @@ def test_units_by_sample_reference_and_runs() -> None:
     units = plan_units(_cohort(1, refs), 2, chunk_sizes=lambda url, rname: [100, 100, 100, 100])
     assert [(u.rname, u.first, u.last, u.part, u.parts) for u in units] == [
         ("chr1", 0, 1, 0, 4), ("chr1", 1, 2, 1, 4), ("chr1", 2, 3, 2, 4), ("chr1", 3, 4, 3, 4),
-        ("chr2", -1, -1, 0, 1),
+        ("chr2", -1, -1, 0, 1), ("chr3", -1, -1, 0, 1),
     ]
     units = plan_units(_cohort(1, refs), 2, split_references=False)
-    assert [(u.rname, u.parts) for u in units] == [("chr1", 1), ("chr2", 1)]
+    assert [(u.rname, u.parts) for u in units] == [("chr1", 1), ("chr2", 1), ("chr3", 1)]
 
 
 def test_bundles_keep_order_and_balance() -> None:
