@@ -444,6 +444,21 @@ def bundle(units: Sequence[Unit], n_tasks: int) -> list[list[Unit]]:
     return [g for g in groups if g]
 
 
+def open_counted(unit: Unit, storage_options: Mapping[str, Any]) -> DatasetReader:
+    """Open a unit's dataset through a counting storage, under the unit's sample name (executors)."""
+    from bams3_spark.dataset.reader import DatasetReader, load_manifest
+    from bams3_spark.io.storage import CountingStorage, Storage
+
+    counting = CountingStorage(Storage(unit.url, **dict(storage_options)))
+    return with_sample(DatasetReader(counting, load_manifest(counting)), unit.sample)
+
+
+def unit_costs(ds: DatasetReader, chunks: int) -> list[int]:
+    """The accumulator figures of one unit: (1 unit, chunk objects, requests, bytes)."""
+    st: Any = ds.storage
+    return [1, chunks, int(st.requests), int(st.bytes_read)]
+
+
 def safe_name(sample: str) -> str:
     """A sample's file name stem: characters other than letters, digits, ``._-`` become ``_``."""
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in sample)[:200]
@@ -475,11 +490,13 @@ __all__ = [
     "by_sample",
     "check_distinct",
     "check_file_names",
+    "open_counted",
     "cohort_inputs",
     "parse_sample_sheet",
     "plan_units",
     "read_sample_sheet",
     "resolve_cohort",
     "safe_name",
+    "unit_costs",
     "with_sample",
 ]

@@ -36,7 +36,6 @@ import pyarrow as pa
 from bams3_spark.coverage.options import CoverageOptions, required_columns
 
 if TYPE_CHECKING:
-    from bams3_spark.dataset.reader import DatasetReader
     from bams3_spark.spark.cohort import Unit
 
 #: Output columns of finished rows, before the value column.
@@ -77,22 +76,6 @@ def row_schema(by: int | None) -> pa.Schema:
     return pa.schema([*ROW_FIELDS, value])
 
 
-def open_counted(unit: Unit, storage_options: Mapping[str, Any]) -> DatasetReader:
-    """Open a unit's dataset through a counting storage, under the unit's sample name."""
-    from bams3_spark.dataset.reader import DatasetReader, load_manifest
-    from bams3_spark.io.storage import CountingStorage, Storage
-    from bams3_spark.spark.cohort import with_sample
-
-    counting = CountingStorage(Storage(unit.url, **dict(storage_options)))
-    return with_sample(DatasetReader(counting, load_manifest(counting)), unit.sample)
-
-
-def unit_costs(ds: DatasetReader, chunks: int) -> list[int]:
-    """The accumulator figures of one unit: (1 unit, chunk objects, requests, bytes)."""
-    st: Any = ds.storage
-    return [1, chunks, int(st.requests), int(st.bytes_read)]
-
-
 def _rows(table: pa.Table, sidx: int, tid: int, by: int | None) -> pa.RecordBatch:
     n = table.num_rows
     value = "mean_depth" if by is not None else "depth"
@@ -106,6 +89,7 @@ def _rows(table: pa.Table, sidx: int, tid: int, by: int | None) -> pa.RecordBatc
 def unit_rows(unit: Unit, spec: CoverageSpec) -> tuple[list[pa.RecordBatch], list[int]]:
     """Finished rows of a whole sample or one reference (the local engine's), and the unit's costs."""
     from bams3_spark.coverage.slices import compute_slice, slice_table
+    from bams3_spark.spark.cohort import open_counted, unit_costs
 
     ds = open_counted(unit, spec.storage_options)
     refs = list(enumerate(ds.references))
@@ -136,6 +120,7 @@ def run_partial(unit: Unit, spec: CoverageSpec) -> tuple[pa.RecordBatch, list[in
     from bams3_spark.coverage.chunked import chunk_partial, table_to_ipc
     from bams3_spark.coverage.slices import read_ahead_tables
     from bams3_spark.dataset.chunks import ChunkRef
+    from bams3_spark.spark.cohort import open_counted, unit_costs
 
     assert unit.rname is not None
     ds = open_counted(unit, spec.storage_options)
@@ -191,7 +176,7 @@ def reduce_reference(runs: pa.Table, spec: CoverageSpec) -> pa.Table:
 def sample_files(unit: Unit, spec: CoverageSpec) -> tuple[int, list[int]]:
     """Write one sample's mosdepth files into the output directory; return (files, costs)."""
     from bams3_spark.coverage.engine import write_coverage
-    from bams3_spark.spark.cohort import safe_name
+    from bams3_spark.spark.cohort import open_counted, safe_name, unit_costs
     from bams3_spark.spark.outputs import publish, staging
 
     assert spec.out is not None
