@@ -218,7 +218,7 @@ class QueryPlan:
 
 
 def merge_selections(ds: DatasetReader, selections: Sequence[Selection]) -> list[Selection]:
-    """One selection per reference, in header order (``samtools view -M``): each record once, in file order."""
+    """One selection per reference, in header order (``samtools view -M``): each record once."""
     if any(s.rname is None for s in selections):
         return [Selection(None, (), ALL_RECORDS)]
     by_ref: dict[str, list[Selection]] = {}

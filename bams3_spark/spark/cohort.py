@@ -223,7 +223,9 @@ def cohort_inputs(
             for url in expand_paths([row.dataset], storage_options):
                 items.append((url, row.sample))
     if not items:
-        raise InvalidArgumentError("no dataset given: name datasets (paths, URLs, quoted globs) or --manifest TSV")
+        raise InvalidArgumentError(
+            "no dataset given: name datasets (paths, URLs, quoted globs) or --manifest TSV"
+        )
     seen: dict[str, str | None] = {}
     out: list[tuple[str, str | None]] = []
     for url, sample in items:

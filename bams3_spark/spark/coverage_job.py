@@ -51,7 +51,7 @@ TASKS_PER_CORE = 4
 
 @dataclass
 class CoverageResult:
-    """What a coverage job did: where, how much, and what it cost (see :class:`~bams3_spark.spark.costs.JobCosts`)."""
+    """What a coverage job did: where, and its :class:`~bams3_spark.spark.costs.JobCosts`."""
 
     out: str
     format: str

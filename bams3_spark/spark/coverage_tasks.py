@@ -150,8 +150,8 @@ def reduce_reference(runs: pa.Table, spec: CoverageSpec) -> pa.Table:
     first = runs.slice(0, 1).to_pylist()[0]
     rname, length = first["rname"], int(first["length"])
     diff = np.zeros(length + 1, dtype=np.int64)
-    for starts_b, values_b, end in zip(runs.column("run_starts").to_pylist(), runs.column("run_values").to_pylist(),
-                                       runs.column("run_end").to_pylist(), strict=True):
+    columns = (runs.column(c).to_pylist() for c in ("run_starts", "run_values", "run_end"))
+    for starts_b, values_b, end in zip(*columns, strict=True):
         if not starts_b:
             continue
         starts = np.frombuffer(starts_b, dtype=np.int32).astype(np.int64)
@@ -165,7 +165,8 @@ def reduce_reference(runs: pa.Table, spec: CoverageSpec) -> pa.Table:
                               runs.column("groups").to_pylist(), strict=True)
     ]
     for offset, delta in mate_corrections(rname, length, spec.options, mates):
-        diff[offset : offset + len(delta)] += np.diff(delta.astype(np.int64), prepend=0)
+        step: np.ndarray = np.diff(delta.astype(np.int64), prepend=0)
+        diff[offset : offset + len(delta)] += step
         diff[offset + len(delta)] -= int(delta[-1])
     depth = np.cumsum(diff[:length]).astype(np.int32)
     sl = DepthSlice(first["sample"], rname, length, 0, ReferenceDepth(rname, length, depth), True)

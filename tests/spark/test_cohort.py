@@ -23,13 +23,15 @@ from tests.support.cohort import hard_linked_cohort
 
 
 def test_sample_sheet_layouts() -> None:
-    assert parse_sample_sheet("a.bams3\n# c\n\nb.bams3\n") == [SheetRow("a.bams3", line=1), SheetRow("b.bams3", line=4)]
+    rows = [SheetRow("a.bams3", line=1), SheetRow("b.bams3", line=4)]
+    assert parse_sample_sheet("a.bams3\n# c\n\nb.bams3\n") == rows
     assert parse_sample_sheet("S1\ts3://b/x y.bams3\n") == [SheetRow("s3://b/x y.bams3", "S1", line=1)]
     # A conversion sheet with a header serves the cohort jobs too (its output is the dataset).
     text = "sample\tinput\toutput\nS1\ta.bam\ta.bams3\n"
     assert parse_sample_sheet(text) == [SheetRow("a.bams3", "S1", "a.bam", 2)]
     assert parse_sample_sheet(text, conversion=True) == [SheetRow("a.bams3", "S1", "a.bam", 2)]
-    assert parse_sample_sheet("in.bam\tout.bams3\n", conversion=True) == [SheetRow("out.bams3", None, "in.bam", 1)]
+    rows = [SheetRow("out.bams3", None, "in.bam", 1)]
+    assert parse_sample_sheet("in.bam\tout.bams3\n", conversion=True) == rows
     with pytest.raises(InvalidArgumentError, match="s.tsv line 2: expected DATASET or SAMPLE<TAB>DATASET"):
         parse_sample_sheet("a\nS\tb\tc\n", "s.tsv")
     with pytest.raises(InvalidArgumentError, match="line 2: expected 2 columns as in the header"):
@@ -55,7 +57,7 @@ def test_resolve_globs_sheet_and_duplicates(multi_bam: Path, tmp_path: Path) -> 
     assert not any(s.references for s in resolve_cohort(paths, parallelism=1).samples)
     # Two datasets of one sample: one line naming both.
     sheet.write_text(f"S0001\t{paths[0]}\n")
-    with pytest.raises(DatasetError, match=r"sample 'S0001' appears twice \(.*S0001.bams3 and .*S0000.bams3\)"):
+    with pytest.raises(DatasetError, match=r"'S0001' appears twice \(.*S0001.bams3 and .*S0000.bams3\)"):
         resolve_cohort([paths[1]], str(sheet))
     with pytest.raises(NotADatasetError, match="no dataset matches"):
         resolve_cohort([str(tmp_path / "nothing*")])

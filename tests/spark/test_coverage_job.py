@@ -72,7 +72,7 @@ def check(spark: Any, got: Any, expected: pa.Table) -> None:
 
 
 def test_per_base_two_samples(spark: Any, mates_ds: str, multi_ds: str) -> None:
-    """mosdepth rules, per-base runs, two samples: references split into runs, mates resolved per reference."""
+    """mosdepth rules, per-base runs, two samples: references split into runs, mates resolved on executors."""
     units = plan_units(resolve_cohort([mates_ds, multi_ds]), 2)
     assert any(u.parts > 2 for u in units) and any(u.rname and u.parts == 1 for u in units)
     got = coverage_dataframe(spark, [mates_ds, multi_ds])
