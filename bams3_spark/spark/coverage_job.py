@@ -102,7 +102,7 @@ def _plan(
     whole = [u for u in units if not u.split]
     runs = [u for u in units if u.split]
     groups = bundle(whole, TASKS_PER_CORE * cores)
-    costs = JobCosts(samples=len(cohort), tasks=len(groups) + len(runs))
+    costs = JobCosts(samples=len(cohort), tasks=len(groups) + len(runs), planning_seconds=time.monotonic() - t0)
     acc = accumulator(spark)
     spec = CoverageSpec(options, by, dict(storage_options))
     from pyspark.sql.pandas.types import from_arrow_schema
@@ -118,7 +118,6 @@ def _plan(
                    .groupBy("sample", "sidx", "tid", "rname").applyInPandas(reduce_groups(spec), schema))
         costs.tasks += n_refs
         frame = frame.unionByName(reduced) if groups else reduced
-    costs.planning_seconds = time.monotonic() - t0
     return _Plan(frame, not runs, costs, acc)
 
 
