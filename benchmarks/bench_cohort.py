@@ -30,7 +30,6 @@ import gzip
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -47,7 +46,8 @@ from tests.support.cohort import hard_link_dataset  # noqa: E402 - one copy of t
 
 PY = sys.executable
 JOBS = ROOT / "jobs"
-_SUMMARY = re.compile(r"([\d,]+) sample\(s\), ([\d,]+) task\(s\), ([\d,]+) unit\(s\).*?([\d,]+) GET request\(s\), "
+_SUMMARY = re.compile(r"([\d,]+) sample\(s\), ([\d,]+) task\(s\), ([\d,]+) unit\(s\)"
+                      r".*?([\d,]+) GET request\(s\), "
                       r"([\d,.]+) MB fetched; request cost ~\$([\d.]+).*planned in ([\d.]+) s")
 
 
@@ -128,7 +128,8 @@ def check_same(parquet: Path, paths: Sequence[str], work: Path) -> str:
     import pyarrow.parquet as pq
 
     t = pq.read_table(parquet)
-    rows = zip(*(t.column(c).to_pylist() for c in ("sample", "rname", "start", "end", "mean_depth")), strict=True)
+    names = ("sample", "rname", "start", "end", "mean_depth")
+    rows = zip(*(t.column(c).to_pylist() for c in names), strict=True)
     lines: dict[str, list[str]] = {}
     for s, r, a, b, m in rows:
         lines.setdefault(s, []).append(f"{r}\t{a}\t{b}\t{m:.2f}\n")
@@ -157,7 +158,8 @@ def one_sample(dataset: Path, work: Path) -> dict[int, float]:
     for cores in (1, 2):
         proc = subprocess.run([PY, "-c", _ONE, f"local[{cores}]", str(dataset), str(work / f"one{cores}")],
                               check=True, capture_output=True, text=True, cwd=ROOT)
-        out[cores] = float(next(line for line in proc.stdout.splitlines() if line.startswith("JOB")).split()[1])
+        line = next(line for line in proc.stdout.splitlines() if line.startswith("JOB"))
+        out[cores] = float(line.split()[1])
     return out
 
 
@@ -195,15 +197,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"{p['rss_mb']:.0f} MB", f"{p['units']:,}", f"{p['tasks']:,}"))
         if n > args.full_max:
             continue
-        cov_wall, cov_peak, cov = job("coverage.py", [glob, "--by", "1000", "--out", str(work / "cov.parquet")],
-                                      work)
+        cov_args = [glob, "--by", "1000", "--out", str(work / "cov.parquet")]
+        cov_wall, cov_peak, cov = job("coverage.py", cov_args, work)
         q_wall, q_peak, q = job("query.py", [glob, "--count", "--region", "chr1:1000000-1100000",
                                              "--out", str(work / "counts")], work)
         b3_wall, b3_peak = local_coverage(paths, work)
         verdict = check_same(work / "cov.parquet", paths, work) if n == sizes[0] else ""
         job_rows.append((
             f"{n:,}", f"{cov_wall:.1f} s", f"{cov_peak:,.0f} MB", cov.get("planning", "?") + " s",
-            cov.get("tasks", "?"), f"{b3_wall:.1f} s", f"{cov_wall / b3_wall:.2f}x", f"{mosdepth_one * n:.1f} s",
+            cov.get("tasks", "?"), f"{b3_wall:.1f} s", f"{cov_wall / b3_wall:.2f}x",
+            f"{mosdepth_one * n:.1f} s",
             f"{q_wall:.1f} s", q.get("tasks", "?"), q.get("requests", "?"), "$" + q.get("cost", "?"), verdict,
         ))
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
