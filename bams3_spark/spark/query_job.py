@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from bams3_spark.exceptions import InvalidArgumentError
-from bams3_spark.spark.datasource import load_bams3
 from bams3_spark.spark.scan import ScanConfig, resolve_scan, scan_options
 
 FORMATS = ("parquet", "csv", "sam")
@@ -134,6 +133,8 @@ def run_query(
         return _write_counts(spark, scan, options, out, fmt, overwrite)
     if fmt == "sam":
         return _write_sam(spark, scan, options, out, overwrite, opts)
+    from bams3_spark.spark.datasource import load_bams3  # pyspark 4.0+ only
+
     df = load_bams3(spark, options)
     writer = df.write.mode("overwrite" if overwrite else "errorifexists")
     if fmt == "csv":
@@ -154,6 +155,8 @@ def _spark_path(out: str) -> str:
 
 def _write_counts(spark: Any, scan: ScanConfig, options: dict[str, str], out: str, fmt: str,
                   overwrite: bool) -> QueryResult:
+    from bams3_spark.spark.datasource import load_bams3  # pyspark 4.0+ only
+
     df = load_bams3(spark, options, columns=["sample"])
     found = {row["sample"]: int(row["count"]) for row in df.groupBy("sample").count().collect()}
     counts = {s: found.get(s, 0) for s in scan.samples}
@@ -200,6 +203,8 @@ def _write_sam(spark: Any, scan: ScanConfig, options: dict[str, str], out: str, 
     storage = Storage(out, **storage_options)
     if overwrite:
         storage.delete_tree()
+    from bams3_spark.spark.datasource import load_bams3  # pyspark 4.0+ only
+
     df = load_bams3(spark, options, columns=[*SAM_COLUMNS, "tags", "sample"])
     texts = df.mapInArrow(_sam_text, "sample string, text binary")
     counts = dict.fromkeys(scan.samples, 0)
