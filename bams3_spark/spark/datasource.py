@@ -122,10 +122,10 @@ def _predicate(flt: Any, columns: Mapping[str, str]) -> Predicate | None:
         flt: The filter Spark pushed.
         columns: Output field name to column name.
     """
+    from pyspark.sql.datasource import Not  # type: ignore[attr-defined]
+
     from bams3_spark.format.schema import INT_COLUMNS
     from bams3_spark.query.filter import INT64_MAX, INT64_MIN, STRING_ONLY_OPS, Predicate
-
-    from pyspark.sql.datasource import Not  # type: ignore[attr-defined]
 
     negated = False
     if isinstance(flt, Not):

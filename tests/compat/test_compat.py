@@ -121,9 +121,12 @@ def test_a_region_equals_samtools(spark: Any, conformance: list[tuple[Path, str,
 
 
 @pytest.mark.parametrize("scan", ["auto", "python"])
-def test_a_projection_equals_samtools(spark: Any, conformance: list[tuple[Path, str, str]], scan: str) -> None:
+def test_a_projection_equals_samtools(
+    spark: Any, conformance: list[tuple[Path, str, str]], scan: str
+) -> None:
     group = _distinct_sample_groups(conformance)[0]
-    df = read_bams3(spark, [ds for _, ds, _ in group], columns=["qname", "flag", "pos", "cigar", "sample"], scan=scan)
+    columns = ["qname", "flag", "pos", "cigar", "sample"]
+    df = read_bams3(spark, [ds for _, ds, _ in group], columns=columns, scan=scan)
     got = sorted((r["sample"], r["qname"], r["flag"], r["pos"], r["cigar"]) for r in df.collect())
     want = []
     for bam, _, sample in group:
