@@ -1,6 +1,6 @@
 """Planning a scan of BAMS3 datasets for Spark: options, datasets and regions, validated on the driver.
 
-Shared by the ``bams3`` data source and :func:`~bams3_spark.spark.datasource.read_bams3`:
+Shared by the ``bams3`` data source and :func:`~bams3_spark.spark.read.read_bams3`:
 options are checked and every dataset's manifest is read here
 (:func:`resolve_scan`), so a bad option, a path that is not a dataset, an
 incomplete dataset or mixed format versions fail before any task runs, with
