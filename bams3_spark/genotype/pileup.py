@@ -11,10 +11,11 @@ is done here with arrays over (read, site) pairs:
 * the base, deletion, reference skip and insertion of each read at each site
   (``resolve_cigar2``), the quality that decides it (a deletion's is the next
   base's);
-* the overlap of mates (``overlap_push`` and ``tweak_overlap_quality``): the
-  first-pushed read of a proper pair is remembered by QNAME, its mate lowers
-  one of the two qualities where both have an aligned base -- only at the
-  positions htslib's walk visits, which skips some after a deletion;
+* the overlap of mates (``overlap_push`` and htslib 1.16's
+  ``tweak_overlap_quality``): the first-pushed read of a proper pair is
+  remembered by QNAME, and when its mate arrives one of the two qualities is
+  zeroed where both have an aligned base (which one: a hash of the QNAME) --
+  only at the positions htslib's walk visits, which skips some after a gap;
 * the ``-Q`` filter, after that adjustment.
 """
 
@@ -376,21 +377,21 @@ class _Walk:
         self.ok = False
         return False
 
-    def after_deletion(self) -> bool:
-        return self.ci > 0 and self.ops[self.ci - 1][0] == DEL
-
 
 def tweak_pair(
     ops_a: list[tuple[int, int]], pos_a: int, seq_a: bytes, qual_a: list[int],
     ops_b: list[tuple[int, int]], pos_b: int, seq_b: bytes, qual_b: list[int], keep_a: bool,
 ) -> None:
-    """htslib's ``tweak_overlap_quality`` (1.13+) on read a (pushed first) and its mate b; qualities change in place.
+    """htslib 1.16's ``tweak_overlap_quality`` on read a (pushed first) and its mate b; qualities change in place.
 
-    Where both have an aligned base: same base, the chosen read (``keep_a``)
-    gets the sum (at most 200) and the other 0; different bases, the higher
-    quality keeps 80% and the other 0 (on a tie the chosen one keeps 80%).
-    Where one read has a deletion, the other's bases until they meet again
-    get 80% (the chosen read) or 0.
+    Both reads walk their aligned bases from b's start: a to the next base at
+    or after the current position, the position moves there, b to its next
+    base at or after it. Where they meet, same base: the chosen read
+    (``keep_a``) gets the sum (at most 200) and the other 0; different bases:
+    the higher quality keeps 80% (truncated) and the other 0, on a tie the
+    chosen read keeps 80%. Where b has jumped a gap, a's bases before it are
+    not compared at all (so some shared positions after a deletion are left
+    alone).
     """
     amul, bmul = (1, 0) if keep_a else (0, 1)
     iref = pos_b
@@ -406,30 +407,14 @@ def tweak_pair(
             wa.next()
         if not wa.ok:
             return
+        iref = max(iref, wa.iref + pos_a)
         while wb.ok and wb.iref >= 0 and wb.iref < iref - pos_b:
             wb.next()
         if not wb.ok:
             return
-        iref = max(iref, wa.iref + pos_a, wb.iref + pos_b) + 1
+        iref = max(iref, wb.iref + pos_b) + 1
         if wa.iref + pos_a != wb.iref + pos_b:
-            if wa.iref + pos_a < wb.iref + pos_b and wb.after_deletion():
-                while True:
-                    if wa.iseq < la:
-                        qual_a[wa.iseq] = int(qual_a[wa.iseq] * 0.8) if amul else 0
-                    if not wa.next():
-                        return
-                    if wa.iref + pos_a >= wb.iref + pos_b:
-                        break
-            elif wa.after_deletion():
-                while True:
-                    if wb.iseq < lb:
-                        qual_b[wb.iseq] = int(qual_b[wb.iseq] * 0.8) if bmul else 0
-                    if not wb.next():
-                        return
-                    if wb.iref + pos_b >= wa.iref + pos_a:
-                        break
-            else:
-                continue
+            continue  # htslib 1.16 compares only where both have an aligned base
         ia, ib = wa.iseq, wb.iseq
         if ia >= la or ib >= lb or ia >= len(seq_a) or ib >= len(seq_b):
             return  # htslib gives up on a read without bases there
@@ -462,13 +447,19 @@ def _overlap_adjusted(
     partner[first] = second
     partner[second] = first
     is_first[first] = True
+    # htslib outputs position s once a read starting after s is pushed: the
+    # adjustment made when the second read is pushed is seen from the start
+    # of the read pushed before it.
+    pushed_idx = np.flatnonzero(pushed)
+    prev_pos = np.full(r.n, -1, dtype=np.int64)
+    prev_pos[pushed_idx[1:]] = r.pos0[pushed_idx[:-1]]
     later_start = np.full(r.n, -1, dtype=np.int64)
-    later_start[first] = r.pos0[second]
-    later_start[second] = r.pos0[second]
+    later_start[first] = prev_pos[second]
+    later_start[second] = prev_pos[second]
 
     # Where the entry's quality comes from: its own base (aligned), or for a
-    # deletion the base after it -- adjusted only if the mate was pushed (at
-    # its start) before samtools reached the site.
+    # deletion the base after it -- adjusted only if the mate was pushed
+    # before samtools output the site.
     nxt = r.cigars.next_match_ref[j]
     del_ok = is_del & (nxt >= 0) & (site_pos >= later_start[ridx])
     cand = np.flatnonzero((partner[ridx] >= 0) & (is_match | del_ok))
