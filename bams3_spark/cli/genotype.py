@@ -50,7 +50,8 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("datasets", nargs="+", metavar="DATASET", help="dataset prefix (directory or s3://...)")
     p.add_argument("-s", "--sites", required=True, metavar="SITES", help="BED or VCF/VCF.gz of sites")
-    p.add_argument("-o", "--output", metavar="OUT", help="output file: .tsv or .vcf.gz (default: TSV on stdout)")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="output file: .tsv or .vcf.gz (default: TSV on stdout)")
     p.add_argument("-Q", "--min-BQ", dest="min_bq", type=_non_negative, default=13, metavar="INT",
                    help="skip bases with base quality below INT (default 13)")
     p.add_argument("-q", "--min-MQ", dest="min_mq", type=_non_negative, default=0, metavar="INT",
@@ -75,7 +76,7 @@ def add_parsers(sub: Any) -> None:
 def _genotype(args: argparse.Namespace) -> int:
     from bams3_spark.exceptions import InvalidArgumentError
     from bams3_spark.format.flags import DEFAULT_EXCLUDE
-    from bams3_spark.genotype.engine import counts_table, genotype, open_datasets
+    from bams3_spark.genotype.engine import counts_table, genotype, load_sites, open_datasets
     from bams3_spark.genotype.options import GenotypeOptions
     from bams3_spark.genotype.output import tsv_header, tsv_text, write_vcf
     from bams3_spark.io.storage import replacing
@@ -101,19 +102,15 @@ def _genotype(args: argparse.Namespace) -> int:
             print(f"bams3 genotype: warning: {msg}", file=sys.stderr)
 
     with progress_for(args, "genotype") as progress:
-        results = genotype(dss, args.sites, options, workers=args.workers, progress=progress,
+        sites = load_sites(args.sites, opts)
+        results = genotype(dss, sites, options, workers=args.workers, progress=progress,
                            on_warning=warn, **opts)
         if kind == "vcf":
             samples: list[str] = []
             counts = []
-            sites = None
-            for sample, sites, c in results:
+            for sample, _, c in results:
                 samples.append(sample)
                 counts.append(c)
-            if sites is None:
-                from bams3_spark.genotype.engine import load_sites
-
-                sites = load_sites(args.sites, opts)
             write_vcf(out, dss[0].references, samples, sites, counts)
             return 0
         if out is None:

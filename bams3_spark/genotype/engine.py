@@ -99,7 +99,7 @@ def plan_units(ds: DatasetReader, sites: Sites) -> list[Unit]:
     one unit, so every read of a site is counted in the unit of that site.
     """
     units: list[Unit] = []
-    for name, (lo, hi) in zip(sites.chroms, sites.groups):
+    for name, (lo, hi) in zip(sites.chroms, sites.groups, strict=True):
         if hi <= lo:
             continue
         pos = sites.pos[lo:hi]
@@ -236,7 +236,8 @@ def genotype(
     st = load_sites(sites, storage_options)
     for w in check_sites(dss, st):
         (on_warning or (lambda m: warnings.warn(m, stacklevel=3)))(w)
-    for sample, counts in iter_sample_counts(dss, st, opts, workers=resolve_workers(workers), progress=progress):
+    n = resolve_workers(workers)
+    for sample, counts in iter_sample_counts(dss, st, opts, workers=n, progress=progress):
         yield sample, st, counts
 
 

@@ -38,7 +38,7 @@ def tsv_text(table: pa.Table) -> str:
     if table.num_rows == 0:
         return ""
     cols = [table[name].to_pylist() for name in SCHEMA.names]
-    return "".join("\t".join(map(str, row)) + "\n" for row in zip(*cols))
+    return "".join("\t".join(map(str, row)) + "\n" for row in zip(*cols, strict=True))
 
 
 def write_tsv(out: IO[str], tables: Iterable[pa.Table]) -> int:

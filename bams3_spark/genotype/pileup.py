@@ -91,7 +91,7 @@ def depth_limit(pos0: I64, end: I64, max_depth: int) -> B:
     keep[:] = False
     uniq, first, counts = np.unique(pos0, return_index=True, return_counts=True)
     ends: list[int] = []
-    for q, i0, nq in zip(uniq.tolist(), first.tolist(), counts.tolist()):
+    for q, i0, nq in zip(uniq.tolist(), first.tolist(), counts.tolist(), strict=True):
         alive = len(ends) - bisect.bisect_left(ends, q)
         k = min(nq, max(1, max_depth - alive))
         keep[i0: i0 + k] = True
@@ -382,7 +382,7 @@ def tweak_pair(
     ops_a: list[tuple[int, int]], pos_a: int, seq_a: bytes, qual_a: list[int],
     ops_b: list[tuple[int, int]], pos_b: int, seq_b: bytes, qual_b: list[int], keep_a: bool,
 ) -> None:
-    """htslib 1.16's ``tweak_overlap_quality`` on read a (pushed first) and its mate b; qualities change in place.
+    """htslib 1.16's ``tweak_overlap_quality`` on read a (pushed first) and its mate b, in place.
 
     Both reads walk their aligned bases from b's start: a to the next base at
     or after the current position, the position moves there, b to its next
@@ -522,8 +522,7 @@ def _overlap_adjusted(
 def _ops(r: _Reads, x: int) -> list[tuple[int, int]]:
     cid = int(r.cigar_id[x])
     lo, hi = int(r.cigars.ptr[cid]), int(r.cigars.ptr[cid + 1])
-    return [(int(c), int(e - s) if c in (M, DEL, SKIP, EQ, DIFF) else int(n)) for c, s, e, n in zip(
-        r.cigars.code[lo:hi], r.cigars.ref_start[lo:hi], r.cigars.ref_end[lo:hi], r.cigars.length[lo:hi])]
+    return list(zip(r.cigars.code[lo:hi].tolist(), r.cigars.length[lo:hi].tolist(), strict=True))
 
 
 def _read_seq(r: _Reads, x: int) -> bytes:

@@ -71,7 +71,7 @@ class Sites:
     def chrom_of(self) -> list[str]:
         """Reference name of every site."""
         out: list[str] = []
-        for name, (lo, hi) in zip(self.chroms, self.groups):
+        for name, (lo, hi) in zip(self.chroms, self.groups, strict=True):
             out += [name] * (hi - lo)
         return out
 
@@ -89,7 +89,7 @@ class Sites:
             SitesError: For a reference the dataset does not have, naming file and line.
         """
         warns: list[str] = []
-        for name, (lo, hi) in zip(self.chroms, self.groups):
+        for name, (lo, hi) in zip(self.chroms, self.groups, strict=True):
             if name not in lengths:
                 raise SitesError(
                     f"{self.url} line {int(self.lines[lo])}: reference {name!r} is not in {where}"
@@ -151,7 +151,9 @@ def _vcf_records(url: str, raw: bytes) -> Iterator[_Record]:
             continue
         f = line.split("\t", 5)
         if len(f) < 5:
-            raise SitesError(f"{url} line {lineno}: expected at least 5 tab-separated VCF columns, got {len(f)}")
+            raise SitesError(
+                f"{url} line {lineno}: expected at least 5 tab-separated VCF columns, got {len(f)}"
+            )
         chrom, pos_text, ident, ref, alt = f[:5]
         if not chrom:
             raise SitesError(f"{url} line {lineno}: empty CHROM")
@@ -195,7 +197,9 @@ def _collect(url: str, vcf: bool, records: Iterator[_Record]) -> Sites:
             sites.chroms.append(chrom)
             current, last, covered = chrom, -1, 0
         if p < last:
-            raise SitesError(f"{url} line {lineno}: sites are not sorted: {chrom}:{p + 1} after {chrom}:{last + 1}")
+            raise SitesError(
+                f"{url} line {lineno}: sites are not sorted: {chrom}:{p + 1} after {chrom}:{last + 1}"
+            )
         last = p
         if not vcf:
             # Every base of the interval; bases of overlapping intervals once.

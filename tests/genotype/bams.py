@@ -98,7 +98,8 @@ def make_genotype_bam(out: Path, seed: int = 15, deep: int = 300) -> Path:
             add(f"p{n}", f1, name, p1, mq1, c1, "=", p2, tlen, s1, _qual(rng, qlen))
             add(f"p{n}", f2, name, p2, mq2, c2, "=", p1, -tlen, s2, _qual(rng, qlen))
             if rng.random() < 0.05:  # a supplementary piece of the same template
-                add(f"p{n}", 2048 | (f1 & 0xF3), name, p1 + 3, 60, "20M", "=", p2, tlen, _seq(rng, 20), _qual(rng, 20))
+                supp = 2048 | (f1 & 0xF3)
+                add(f"p{n}", supp, name, p1 + 3, 60, "20M", "=", p2, tlen, _seq(rng, 20), _qual(rng, 20))
         # Mates on another reference and mates far away (htslib skips them).
         for _ in range(10):
             n += 1

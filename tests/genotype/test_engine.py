@@ -44,7 +44,8 @@ def geno_ds(geno_bam: Path) -> str:
 
 def every_base_bed(bam: Path, out: Path, past_end: int = PAST_END) -> Path:
     with pysam.AlignmentFile(str(bam)) as f:
-        out.write_text("".join(f"{n}\t0\t{ln + past_end}\n" for n, ln in zip(f.references, f.lengths)))
+        names = zip(f.references, f.lengths, strict=True)
+        out.write_text("".join(f"{n}\t0\t{ln + past_end}\n" for n, ln in names))
     return out
 
 
@@ -58,7 +59,7 @@ def assert_same_as_mpileup(bam: Path, ds: str, bed: Path, args: list[str], optio
     for i in range(len(t["pos"])):
         key = (t["chrom"][i], t["pos"][i])
         seen.add(key)
-        want = oracle.get(key, {k: (0, 0) for k in PILEUP_COUNTS})
+        want = oracle.get(key, dict.fromkeys(PILEUP_COUNTS, (0, 0)))
         got = {k: (t[f"{k}_fwd"][i], t[f"{k}_rev"][i]) for k in PILEUP_COUNTS}
         if got != want:
             wrong.append((key, want, got))
@@ -115,7 +116,8 @@ def test_conformance_files(tmp_path: Path) -> None:
     for sam in conformance_files():
         try:
             bam = sam_to_bam(sam, tmp_path)
-            oracle_ok = subprocess.run(["samtools", "mpileup", "-B", str(bam)], capture_output=True).returncode == 0
+            run = subprocess.run(["samtools", "mpileup", "-B", str(bam)], capture_output=True)
+            oracle_ok = run.returncode == 0
         except (pysam.SamtoolsError, OSError):
             continue
         if not oracle_ok:
@@ -130,7 +132,7 @@ def test_conformance_files(tmp_path: Path) -> None:
             continue
         with pysam.AlignmentFile(str(bam)) as f:
             used = {r.reference_name for r in f.fetch() if not r.is_unmapped}
-            lens = dict(zip(f.references, f.lengths))
+            lens = dict(zip(f.references, f.lengths, strict=True))
         bed = tmp_path / (bam.stem + ".bed")
         bed.write_text("".join(f"{n}\t0\t{min(lens[n], 100_000)}\n" for n in lens if n in used))
         if not used:
@@ -139,7 +141,7 @@ def test_conformance_files(tmp_path: Path) -> None:
         t = genotype(ds, str(bed)).to_pydict()
         for i in range(len(t["pos"])):
             key = (t["chrom"][i], t["pos"][i])
-            want = oracle.get(key, {k: (0, 0) for k in PILEUP_COUNTS})
+            want = oracle.get(key, dict.fromkeys(PILEUP_COUNTS, (0, 0)))
             got = {k: (t[f"{k}_fwd"][i], t[f"{k}_rev"][i]) for k in PILEUP_COUNTS}
             if got != want and (sam.name, *key) not in CROSS_REFERENCE_QNAME:
                 failures.append(f"{sam.name} {key}: {want} != {got}")
@@ -160,7 +162,9 @@ def test_vcf_sites_and_output(geno_bam: Path, geno_ds: str, tmp_path: Path) -> N
     )
     out = tmp_path / "out.vcf.gz"
     assert main(["genotype", geno_ds, "--sites", str(vcf), "-o", str(out), "--quiet"]) == 0
-    text = subprocess.run(["bcftools", "view", "-H", str(out)], check=True, capture_output=True, text=True).stdout
+    text = subprocess.run(
+        ["bcftools", "view", "-H", str(out)], check=True, capture_output=True, text=True
+    ).stdout
     rows = [line.split("\t") for line in text.splitlines()]
     assert [r[2] for r in rows] == ["rs1", "rs2", ".", ".", "x"]
     t = genotype(geno_ds, str(vcf)).to_pydict()
@@ -175,12 +179,15 @@ def test_vcf_sites_and_output(geno_bam: Path, geno_ds: str, tmp_path: Path) -> N
     assert region.startswith("chr1\t1013")
 
 
-def test_bed_sites_vcf_alleles_and_tsv(geno_ds: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bed_sites_vcf_alleles_and_tsv(
+    geno_ds: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bed = tmp_path / "s.bed"
     bed.write_text("chr1\t1000\t1003\nchr1\t1001\t1005\n")  # overlapping intervals: each base once
     assert main(["genotype", geno_ds, "--sites", str(bed)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split("\t")[:11] == ["sample", "chrom", "pos", "depth", "A", "C", "G", "T", "N", "del", "ins"]
+    head = ["sample", "chrom", "pos", "depth", "A", "C", "G", "T", "N", "del", "ins"]
+    assert lines[0].split("\t")[:11] == head
     assert [int(x.split("\t")[2]) for x in lines[1:]] == [1001, 1002, 1003, 1004, 1005]
     out = tmp_path / "o.vcf.gz"
     assert main(["genotype", geno_ds, "--sites", str(bed), "-o", str(out)]) == 0
