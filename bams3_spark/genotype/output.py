@@ -106,6 +106,21 @@ def vcf_lines(
     return "\n".join(out) + "\n"
 
 
+def bgzf_bytes(text: str) -> bytes:
+    """``text`` as BGZF blocks without the end-of-file block: a part that concatenates with others."""
+    import tempfile
+
+    from bams3_spark.io.bgzf import EOF_BLOCK
+
+    with tempfile.TemporaryDirectory(prefix="bams3-bgzf-") as tmp:
+        path = os.path.join(tmp, "part.gz")
+        with BgzfWriter(path) as out:
+            out.write(text)
+        with open(path, "rb") as fh:
+            data = fh.read()
+    return data[: -len(EOF_BLOCK)] if data.endswith(EOF_BLOCK) else data
+
+
 def write_vcf(
     path: str | os.PathLike[str],
     contigs: Sequence[tuple[str, int]],

@@ -59,11 +59,11 @@ def _cigar(rng: random.Random, qlen: int, gaps: bool) -> tuple[str, int]:
     return "".join(f"{n}{op}" for n, op in merged), rlen
 
 
-def make_genotype_bam(out: Path, seed: int = 15, deep: int = 300) -> Path:
+def make_genotype_bam(out: Path, seed: int = 15, deep: int = 300, sample: str = "geno") -> Path:
     """Write, sort and index the genotyping test BAM; return its path."""
     rng = random.Random(seed)
     lines = ["@HD\tVN:1.6\tSO:unsorted"] + [f"@SQ\tSN:{n}\tLN:{ln}" for n, ln in CONTIGS]
-    lines.append("@RG\tID:g\tSM:geno")
+    lines.append(f"@RG\tID:g\tSM:{sample}")
     recs: list[str] = []
 
     def add(q: str, flag: int, rname: str, pos: int, mapq: int, cigar: str, rnext: str, pnext: int,
