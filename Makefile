@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 DEMO    = demo-data
 
-.PHONY: venv demo test test-fast lint typecheck bench dist readme clean
+.PHONY: venv demo test test-fast test-compat lint typecheck bench dist readme clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,24 @@ TEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist load
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(TEST_PARALLEL) tests
+
+# The compatibility module (tests/compat) on the older Spark releases users run: pyspark 3.5
+# (EMR 7.x, Dataproc 2.2/2.3) and 4.0 (EMR 8.0, Dataproc 3.0), each in its own venv
+# (.venv-pyspark-X, built once); the dev venv runs it with the newest pyspark in `make test`.
+COMPAT_PYSPARK ?= 3.5.6 4.0.2
+COMPAT_VENVS = $(foreach v,$(COMPAT_PYSPARK),.venv-pyspark-$(v)/.installed)
+
+.venv-pyspark-%/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv-pyspark-$*
+	.venv-pyspark-$*/bin/python -m pip install -q --upgrade pip
+	.venv-pyspark-$*/bin/python -m pip install -q -e . pytest pyspark==$*
+	touch $@
+
+test-compat: $(COMPAT_VENVS)
+	set -e; for v in $(COMPAT_PYSPARK); do \
+		echo "== tests/compat with pyspark $$v"; \
+		.venv-pyspark-$$v/bin/python -m pytest -q -p no:cacheprovider tests/compat; \
+	done
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q $(TEST_PARALLEL) -m 'not cluster and not slow' tests
@@ -75,4 +93,4 @@ readme:
 	for s in $(SECTIONS); do cat docs/sections/$$s.md; echo; done > README.md
 
 clean:
-	rm -rf $(VENV) $(DEMO) build dist *.egg-info
+	rm -rf $(VENV) .venv-pyspark-* $(DEMO) build dist *.egg-info

@@ -1,8 +1,10 @@
 """Distributed coverage: ``spark-submit jobs/coverage.py DATASET... [--by N] --out OUT``.
 
 Per-base depth as run-length intervals (default) or mean depth per ``--by N``
-window, over one or many samples, with mosdepth's rules (or ``--fast-mode`` /
-``--samtools``); written as Parquet, CSV or bedGraph. The work is done by
+window, over a cohort (dataset paths, URLs, quoted globs, ``--manifest TSV``),
+with mosdepth's rules (or ``--fast-mode`` / ``--samtools``); written as
+Parquet, CSV, bedGraph or each sample's mosdepth files (``--format mosdepth``).
+Prints a one-line summary with the job's costs. The work is done by
 :func:`bams3_spark.spark.coverage_job.run_coverage`.
 """
 
@@ -22,15 +24,32 @@ from bams3_spark.spark.session import get_session
 PROG = "jobs/coverage.py"
 
 
+def _thresholds(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError("thresholds must be non-negative")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The job's command line."""
     p = argparse.ArgumentParser(prog=PROG, description="Read depth of BAMS3 datasets with Spark.")
-    p.add_argument("datasets", nargs="+", metavar="DATASET", help="dataset prefixes (one sample each)")
+    p.add_argument("datasets", nargs="*", metavar="DATASET",
+                   help="dataset paths, URLs or quoted globs (one sample each)")
+    p.add_argument("--manifest", metavar="TSV",
+                   help="sample sheet: DATASET or SAMPLE<TAB>DATASET per line (or a header naming columns)")
     p.add_argument("--out", required=True, help="output directory (local path or URL Spark can write)")
     p.add_argument("--by", type=positive_int, metavar="N",
                    help="mean depth per N-base window (default: per-base runs)")
     p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default parquet)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("-n", "--no-per-base", action="store_true",
+                   help="--format mosdepth: no per-base file (mosdepth -n)")
+    p.add_argument("-T", "--thresholds", type=_thresholds, default=(), metavar="N,N",
+                   help="--format mosdepth: bases at or above each threshold per window (needs --by)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--fast-mode", action="store_true",
                       help="mosdepth -x: whole read span, no mate correction")
@@ -47,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit status (0 done, 1 error, 2 usage)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.datasets and not args.manifest:
+        parser.error("give datasets (paths, URLs, quoted globs) or --manifest TSV")
 
     def work() -> int:
         options = coverage_options(
@@ -55,11 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             flag_include=args.flag_include, count_deletions=args.count_deletions,
         )
         spark = get_session(master=args.master, app_name="bams3-coverage")
-        run_coverage(
+        result = run_coverage(
             spark, args.datasets, args.out, by=args.by, fmt=args.format, options=options,
-            overwrite=args.overwrite, **storage_options(args),
+            overwrite=args.overwrite, manifest=args.manifest, per_base=not args.no_per_base,
+            thresholds=args.thresholds, **storage_options(args),
         )
-        print(f"{args.out}: coverage of {len(args.datasets)} dataset(s) written ({args.format})")
+        print(f"{args.out}: coverage written ({args.format}); {result.costs.line()}")
         return 0
 
     return run_job(PROG, work, args.debug)

@@ -1,8 +1,10 @@
 """Cohort region query: ``spark-submit jobs/query.py --region REGION DATASET... --out OUT``.
 
-Per-sample counts (``--count``) or records of one or more regions across many
-BAMS3 datasets, written to OUT as Parquet, CSV, or one SAM file per sample
-(``--format sam``). The work is done by :func:`bams3_spark.spark.query_job.run_query`.
+Per-sample counts (``--count``) or records of one or more regions across a
+cohort of BAMS3 datasets (paths, URLs, quoted globs, ``--manifest TSV``),
+written to OUT as Parquet or CSV partitioned by sample, or one BAM or SAM file
+per sample (``--format bam|sam``), by the executors. Prints a one-line summary
+with the job's costs. The work is done by :func:`bams3_spark.spark.query_job.run_query`.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Query a region across many BAMS3 datasets (a cohort) with Spark."
     )
-    p.add_argument("datasets", nargs="+", metavar="DATASET", help="dataset path, URL or glob (quote globs)")
+    p.add_argument("datasets", nargs="*", metavar="DATASET", help="dataset path, URL or glob (quote globs)")
+    p.add_argument("--manifest", metavar="TSV",
+                   help="sample sheet: DATASET or SAMPLE<TAB>DATASET per line (or a header naming columns)")
     p.add_argument("--region", action="append", default=[], metavar="REGION",
                    help="samtools region, e.g. chr17:43044295-43125364 (repeatable; default: every record)")
-    p.add_argument("--out", required=True, metavar="OUT", help="output directory (SAM: also s3:// prefix)")
+    p.add_argument("--out", required=True, metavar="OUT", help="output directory (local or s3:// prefix)")
     p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default parquet)")
     p.add_argument("--count", action="store_true", help="write per-sample record counts instead of records")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -37,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit status (0 done, 1 error, 2 usage)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.datasets and not args.manifest:
+        parser.error("give datasets (paths, URLs, quoted globs) or --manifest TSV")
 
     def work() -> int:
         spark = get_session(master=args.master, app_name="bams3-query")
@@ -48,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fmt=args.format,
             count=args.count,
             overwrite=args.overwrite,
+            manifest=args.manifest,
             storage_options=storage_options(args),
             spark=spark,
         )

@@ -217,11 +217,31 @@ class QueryPlan:
         return "\n".join(lines) + "\n"
 
 
+def merge_selections(ds: DatasetReader, selections: Sequence[Selection]) -> list[Selection]:
+    """One selection per reference, in header order (``samtools view -M``): each record once."""
+    if any(s.rname is None for s in selections):
+        return [Selection(None, (), ALL_RECORDS)]
+    by_ref: dict[str, list[Selection]] = {}
+    for sel in selections:
+        by_ref.setdefault(str(sel.rname), []).append(sel)
+    order = [r.name for r in ds.manifest.references]
+    out = []
+    for name in sorted(by_ref, key=lambda n: order.index(n) if n in order else len(order)):
+        sels = by_ref[name]
+        label = ",".join(s.label for s in sels)
+        if any(s.whole for s in sels):
+            out.append(Selection(name, (), label))
+        else:
+            out.append(Selection(name, merge_intervals(iv for s in sels for iv in s.intervals), label))
+    return out
+
+
 def plan_query(
     ds: DatasetReader,
     regions: RegionsArg = None,
     regions_file: str | None = None,
     workers: int = DEFAULT_WORKERS,
+    merge: bool = False,
     **storage_options: Any,
 ) -> QueryPlan:
     """Plan a query from the manifest and indexes (no chunk is read).
@@ -232,6 +252,8 @@ def plan_query(
             None or ``.`` for every record.
         regions_file: BED file (``samtools view --regions-file``).
         workers: Threads used to fetch the reference indexes.
+        merge: Select each record overlapping any region once, in file order
+            (``samtools view -M``), instead of region after region.
         **storage_options: fsspec options for a remote BED file.
 
     Returns:
@@ -243,6 +265,8 @@ def plan_query(
         OSError: For storage failures.
     """
     selections, warns = parse_selections(ds, regions, regions_file, **storage_options)
+    if merge and len(selections) > 1:
+        selections = merge_selections(ds, selections)
     names: list[str] = []
     for sel in selections:
         refs = [r.name for r in ds.manifest.references] if sel.rname is None else [sel.rname]

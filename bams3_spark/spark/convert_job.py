@@ -66,31 +66,17 @@ class Sample:
 
 
 def parse_sample_sheet(text: str, where: str = "samples.tsv") -> list[Sample]:
-    """Parse a sample sheet: one ``INPUT<TAB>OUTPUT`` line per sample.
+    """Parse a conversion sample sheet: ``INPUT<TAB>OUTPUT`` lines, or columns named by a header.
 
-    Blank lines and ``#`` comments are skipped, as is a first line whose first
-    column is ``input`` or ``bam`` (a header). Without tabs, columns are split
-    on whitespace.
+    The rule is :func:`bams3_spark.spark.cohort.parse_sample_sheet` (shared
+    with the cohort jobs' ``--manifest``).
 
     Raises:
         InvalidArgumentError: For a line without exactly two columns, or no samples.
     """
-    samples: list[Sample] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        cols = [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
-        if not samples and cols[0].lower() in ("input", "bam", "input_bam"):
-            continue
-        if len(cols) != 2 or not all(cols):
-            raise InvalidArgumentError(
-                f"{where} line {number}: expected 2 columns (input BAM, output dataset), got {len(cols)}"
-            )
-        samples.append(Sample(cols[0], cols[1]))
-    if not samples:
-        raise InvalidArgumentError(f"{where}: no samples")
-    return samples
+    from bams3_spark.spark.cohort import parse_sample_sheet as parse_sheet
+
+    return [Sample(str(r.input), r.dataset) for r in parse_sheet(text, where, conversion=True)]
 
 
 def read_sample_sheet(url: str, storage_options: dict[str, Any] | None = None) -> list[Sample]:

@@ -1,12 +1,14 @@
 """The Spark coverage job (bams3_spark.spark.coverage_job, ``jobs/coverage.py``) against the local engine.
 
-The local engine (``coverage_table``) is itself checked against mosdepth and
-samtools depth in tests/coverage/test_engine.py; here the DataFrame of the
-job must equal its table row for row (chispa). Datasets are cut into many
-chunks and window parts, and the reduce buckets are made small, so the job's
-cross-chunk mate resolution and its merging of runs across buckets are both
-exercised. One test runs ``spark-submit jobs/coverage.py`` on a real
-standalone cluster (master + 2 workers on loopback).
+The local engine (``coverage_table``, ``write_coverage``) is itself checked
+against mosdepth and samtools depth in tests/coverage/; here the job's output
+must equal it row for row (chispa) or byte for byte (mosdepth files). With
+two samples on ``local[2]`` the job splits references into runs of chunks
+(datasets are cut into many small chunks), so mate overlaps across run
+boundaries are resolved on the executors; a cohort of 50 hard-linked
+datasets runs one unit per sample. One test runs ``spark-submit
+jobs/coverage.py`` on a real standalone cluster (master + 2 workers on
+loopback) with a driver result limit the old cohort-wide collect exceeded.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ import pytest
 from chispa import assert_df_equality
 
 from bams3_spark.convert import convert
-from bams3_spark.coverage.engine import coverage_table
+from bams3_spark.coverage.engine import coverage_table, write_coverage
 from bams3_spark.coverage.options import CoverageOptions
+from bams3_spark.dataset.reader import DatasetReader
 from bams3_spark.exceptions import InvalidArgumentError
+from bams3_spark.spark.cohort import plan_units, resolve_cohort
 from bams3_spark.spark.coverage_job import coverage_dataframe, run_coverage
 from tests.coverage.test_mosdepth import build_bam
+from tests.support.cohort import hard_linked_cohort
 from tests.support.oracles import ROOT
 from tests.support.spark_cluster import spark_submit
 
@@ -67,22 +72,77 @@ def check(spark: Any, got: Any, expected: pa.Table) -> None:
 
 
 def test_per_base_two_samples(spark: Any, mates_ds: str, multi_ds: str) -> None:
-    """mosdepth rules, per-base runs, two samples, 16 kbp buckets (runs merged across their edges)."""
-    got = coverage_dataframe(spark, [mates_ds, multi_ds], bucket=16384)
+    """mosdepth rules, per-base runs, two samples: references split into runs, mates resolved on executors."""
+    units = plan_units(resolve_cohort([mates_ds, multi_ds]), 2)
+    assert any(u.parts > 2 for u in units) and any(u.rname and u.parts == 1 for u in units)
+    got = coverage_dataframe(spark, [mates_ds, multi_ds])
     check(spark, got, coverage_table([mates_ds, multi_ds], workers=2))
 
 
 def test_windows_mosdepth_rules(spark: Any, mates_ds: str) -> None:
-    """Window means are computed exactly as mosdepth (and the local engine) do."""
+    """Window means are computed exactly as mosdepth (and the local engine) do, split or not."""
     options = CoverageOptions(mapq=5)
-    got = coverage_dataframe(spark, mates_ds, by=300, options=options, bucket=1000)
-    check(spark, got, coverage_table(mates_ds, by=300, options=options))
+    expected = coverage_table(mates_ds, by=300, options=options)
+    check(spark, coverage_dataframe(spark, mates_ds, by=300, options=options), expected)
+    check(spark, coverage_dataframe(spark, mates_ds, by=300, options=options, split=False), expected)
 
 
 def test_samtools_rules_per_base(spark: Any, multi_ds: str) -> None:
     options = CoverageOptions(mode="samtools", count_deletions=True)
-    got = coverage_dataframe(spark, multi_ds, options=options, bucket=65536)
+    got = coverage_dataframe(spark, multi_ds, options=options)
     check(spark, got, coverage_table(multi_ds, options=options))
+
+
+@pytest.fixture(scope="module")
+def cohort(work: Path) -> list[str]:
+    """50 hard-linked copies of the mates dataset, samples S0000..S0049."""
+    return hard_linked_cohort(build_bam(work / "cohort-src.bam"), work / "cohort", 50, max_chunk_records=2500)
+
+
+@pytest.mark.parametrize("mode", ["mosdepth", "fast", "samtools"])
+def test_cohort_of_50_every_sample_equals_the_local_engine(spark: Any, cohort: list[str], work: Path,
+                                                            mode: str) -> None:
+    """One unit per sample: each sample's rows are the local engine's for that dataset."""
+    options = CoverageOptions(mode=mode)
+    out = work / f"cohort-{mode}.parquet"
+    result = run_coverage(spark, [str(work / "cohort" / "S*.bams3")], str(out), by=1000, options=options)
+    got = pq.read_table(out)
+    one = coverage_table(cohort[0], by=1000, options=options)
+    n = one.num_rows
+    assert got.num_rows == 50 * n
+    for i, path in enumerate(cohort):
+        part = got.slice(i * n, n)
+        assert part.column("sample").unique().to_pylist() == [f"S{i:04d}"], path
+        for col in ("rname", "start", "end", "mean_depth"):
+            assert part.column(col).to_pylist() == one.column(col).to_pylist(), (path, col)
+    costs = result.costs
+    assert (costs.samples, costs.units) == (50, 50)
+    placed = sum(r.chunks for r in DatasetReader.open(cohort[0]).manifest.references if r.name != "*")
+    assert costs.tasks <= 4 * 2 and costs.chunks == 50 * placed
+    assert costs.requests >= costs.chunks > 0 and costs.bytes > 0
+
+
+def test_mosdepth_format_files_equal_the_local_engine(spark: Any, mates_ds: str, multi_ds: str,
+                                                      work: Path) -> None:
+    """--format mosdepth: each sample's files, byte for byte those of bams3 coverage for it."""
+    import gzip
+
+    out = work / "mosdepth-out"
+    sheet = work / "sheet.tsv"
+    sheet.write_text(f"sample\tdataset\nm/1\t{mates_ds}\nmulti\t{multi_ds}\n")
+    result = run_coverage(spark, [], str(out), by=500, fmt="mosdepth", manifest=str(sheet), thresholds=[1, 5])
+    assert result.costs.samples == 2
+    names = sorted(p.name for p in out.iterdir())
+    assert "_SUCCESS" in names
+    for sample, ds in (("m_1", mates_ds), ("multi", multi_ds)):
+        ref = work / f"local-{sample}"
+        ref.mkdir(exist_ok=True)
+        run = write_coverage(ds, str(ref / sample), by=500, thresholds=[1, 5], workers=1)
+        for path in next(iter(run.paths.values())):
+            mine = out / Path(path).name
+            assert mine.exists(), mine
+            read = gzip.decompress if path.endswith(".gz") else (lambda b: b)
+            assert read(mine.read_bytes()) == read(Path(path).read_bytes()), path
 
 
 def _job() -> ModuleType:
@@ -123,6 +183,14 @@ def test_job_outputs(spark: Any, mates_ds: str, multi_ds: str, work: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a BAMS3 dataset" in err[0]
     assert not (work / "nope").exists()
+    # Globs work; two datasets of one sample are refused in one line.
+    assert job.main([str(work / "mat*.bams3"), "--out", str(work / "glob"), "--by", "5000"]) == 0
+    assert "1 sample(s)" in capsys.readouterr().out
+    sheet = work / "dup.tsv"
+    sheet.write_text(f"X\t{mates_ds}\nX\t{multi_ds}\n")
+    assert job.main(["--manifest", str(sheet), "--out", str(work / "dup")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sample 'X' appears twice" in err[0]
 
 
 def _read_csv_dir(path: Path) -> pa.Table:
@@ -136,6 +204,8 @@ def test_bad_arguments(spark: Any, mates_ds: str, work: Path) -> None:
         coverage_dataframe(spark, mates_ds, by=0)
     with pytest.raises(InvalidArgumentError):
         run_coverage(spark, [mates_ds], str(work / "x"), fmt="bam")
+    with pytest.raises(InvalidArgumentError, match="needs --by"):
+        run_coverage(spark, [mates_ds], str(work / "x"), fmt="mosdepth", thresholds=[1])
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +219,9 @@ def cluster(standalone: tuple[str, Path]) -> str:
 def test_spark_submit_on_a_standalone_cluster(cluster: str, mates_ds: str, multi_ds: str,
                                              tmp_path: Path) -> None:
     out = tmp_path / "cov.parquet"
-    proc = spark_submit(cluster, JOB, [mates_ds, multi_ds, "--by", "1000", "--out", str(out)], tmp_path)
+    # 1 MB of task results at most: per-read mate state never reaches the driver.
+    proc = spark_submit(cluster, JOB, [mates_ds, multi_ds, "--by", "1000", "--out", str(out)], tmp_path,
+                        conf={"spark.driver.maxResultSize": "1m"})
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, "\n".join(line for line in text.splitlines() if " INFO " not in line)[-4000:]
     got = pq.read_table(out)

@@ -9,12 +9,10 @@ many chunk objects. One local[2] SparkSession serves the whole module.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import pickle
 import re
-import runpy
 import shutil
 import subprocess
 import sys
@@ -23,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pysam
 import pytest
 from chispa import assert_df_equality
@@ -40,11 +37,11 @@ from bams3_spark.exceptions import (
     NotADatasetError,
     RegionError,
 )
-from bams3_spark.format.schema import COLUMNS, RECORD_SCHEMA, SAM_COLUMNS
+from bams3_spark.format.schema import COLUMNS, RECORD_SCHEMA
 from bams3_spark.query import sam_bytes
 from bams3_spark.spark import bams3_schema, read_bams3, register
-from bams3_spark.spark.datasource import Bams3DataSource, Bams3Reader, Bams3ScanReader
-from bams3_spark.spark.query_job import run_query
+from bams3_spark.spark.datasource import Bams3DataSource, Bams3Reader, Bams3ScanReader, load_bams3
+from bams3_spark.spark.scan import scan_options
 from tests.support.oracles import ROOT, samtools
 
 pytestmark = [
@@ -123,6 +120,11 @@ def spark_filter(df: Any) -> str | None:
     plan = str(df._jdf.queryExecution().executedPlan().toString())
     found = re.search(r"\bFilter\b.*", plan)
     return found.group(0) if found else None
+
+
+def pushed(spark: Any, paths: Any, region: str | None = None, columns: list[str] | None = None) -> Any:
+    """The data source with filter pushdown (``format("bams3")``, option ``pushdown``)."""
+    return load_bams3(spark, scan_options(paths, region, pushdown=True), columns)
 
 
 def sam_text(df: Any) -> str:
@@ -208,7 +210,7 @@ def test_pushed_mapq_and_spark_side_flag_filters_equal_samtools(
 ) -> None:
     region = "chr1:100000-800000"
     df = (
-        read_bams3(spark, ds_a, region=region)
+        pushed(spark, ds_a, region=region)
         .filter(F.col("mapq") >= 30)
         .filter(F.col("flag").bitwiseAND(0x904) == 0)
     )
@@ -219,7 +221,7 @@ def test_pushed_mapq_and_spark_side_flag_filters_equal_samtools(
 
 
 def test_pushed_filters_equal_samtools_expressions(spark: Any, ds_a: str, bam_a: str) -> None:
-    df = read_bams3(spark, ds_a)
+    df = pushed(spark, ds_a)
     cases = [
         (df.filter((F.col("rname") == "chr2") & (F.col("pos") >= 300000) & (F.col("pos") <= 650000)),
          ["chr2"], "pos >= 300000 && pos <= 650000"),
@@ -240,7 +242,7 @@ def test_pushed_filters_equal_samtools_expressions(spark: Any, ds_a: str, bam_a:
     assert either.count() == samtools_count(bam_a, [], "-e", "mapq < 10 || exists([SA])")
     assert spark_filter(either) is not None
     # Spark 4.1-4.3 would reuse the last pushed plan for a query pushing no
-    # filter; the guard filter of read_bams3 makes every query plan afresh.
+    # filter; the guard filter of load_bams3 makes every query plan afresh.
     assert df.count() == samtools_count(bam_a)
     qnames = {line.split("\t", 1)[0] for line in samtools("view", bam_a).splitlines()}
     assert df.select("qname").distinct().count() == len(qnames)
@@ -276,7 +278,7 @@ def test_pushfilters_returns_exactly_the_filters_it_does_not_apply(ds_a: str, ba
     returned = list(reader.pushFilters(kept + left))
     assert len(returned) == len(left) and all(a is b for a, b in zip(returned, left, strict=True))
     parts = reader.partitions()
-    assert {p.rname for p in parts} == {"chr2"}
+    assert {p.chunk.rname for p in parts} == {"chr2"}
     rows = pa.Table.from_batches([b for p in parts for b in reader.read(p)])
     expr = 'mapq >= 30 && flag != 4 && flag != 16 && qname =~ "^r1" && pos < 600000'
     assert rows.num_rows == samtools_count(bam_a, ["chr2"], "-e", expr)
@@ -285,7 +287,7 @@ def test_pushfilters_returns_exactly_the_filters_it_does_not_apply(ds_a: str, ba
 def test_chunk_pruning_is_visible_in_the_number_of_partitions(spark: Any, cohort: dict[str, Any]) -> None:
     ds_a = cohort["datasets"]["sampleA"]
     ds = open_dataset(ds_a)
-    df = read_bams3(spark, ds_a)
+    df = pushed(spark, ds_a)
     assert df.rdd.getNumPartitions() == ds.manifest.chunk_count
     assert df.filter(F.col("rname") == "chr2").rdd.getNumPartitions() == ds.reference_entry("chr2").chunks
     # pos bounds prune by the index's min/max start.
@@ -294,7 +296,7 @@ def test_chunk_pruning_is_visible_in_the_number_of_partitions(spark: Any, cohort
     assert late.rdd.getNumPartitions() == len(expected) < ds.reference_entry("chr1").chunks
     nothing = df.filter(F.col("pos") < 0)
     assert nothing.rdd.getNumPartitions() == 1 and nothing.count() == 0
-    one = read_bams3(spark, cohort["glob"]).filter(F.col("sample") == "sampleB")
+    one = pushed(spark, cohort["glob"]).filter(F.col("sample") == "sampleB")
     assert one.rdd.getNumPartitions() == open_dataset(cohort["datasets"]["sampleB"]).manifest.chunk_count
 
 
@@ -400,7 +402,7 @@ def broken(cohort: dict[str, Any]) -> dict[str, str]:
     newer = root / "newer.bams3"
     shutil.copytree(src, newer)
     manifest = json.loads((newer / "bams3.json").read_text())
-    manifest["format_version"], manifest["sample"] = "1.1", "sampleV"
+    manifest["format_version"], manifest["sample"] = "1.0", "sampleV"
     (newer / "bams3.json").write_text(json.dumps(manifest))
     return {"empty": str(empty), "incomplete": str(incomplete), "newer": str(newer)}
 
@@ -509,86 +511,6 @@ print(json.dumps({"found": found, "light": not any(m in sys.modules for m in hea
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["found"].get("bams3") == "bams3_spark.spark.datasource.Bams3DataSource"
     assert result["light"]
-
-
-# ---------------------------------------------------------------------------
-# The query job (local session)
-# ---------------------------------------------------------------------------
-
-REGION = "chr1:250000-270000"
-
-
-def test_query_job_counts_per_sample(spark: Any, cohort: dict[str, Any], tmp_path: Path) -> None:
-    out = tmp_path / "counts"
-    result = run_query([cohort["glob"]], str(out), regions=[REGION], count=True, spark=spark)
-    expected = {s: samtools_count(b, [REGION]) for s, b in cohort["bams"].items()}
-    assert expected["noSM"] == 0 and expected["sampleA"] > 0  # a sample without records is listed
-    assert result.counts == expected
-    table = pq.read_table(out)
-    written = zip(table.column("sample").to_pylist(), table.column("count").to_pylist(), strict=True)
-    assert dict(written) == expected
-    with pytest.raises(FileExistsError, match="already exists"):
-        run_query([cohort["glob"]], str(out), regions=[REGION], count=True, spark=spark)
-    csv_out = tmp_path / "counts.csv"
-    run_query([cohort["glob"]], str(csv_out), regions=[REGION, "chr2:1-1000"], fmt="csv", count=True,
-              spark=spark)
-    rows = [r for f in sorted(csv_out.glob("part-*.csv")) for r in csv.DictReader(f.open())]
-    assert {r["sample"]: int(r["count"]) for r in rows} == {
-        s: samtools_count(b, [REGION, "chr2:1-1000"], "-M") for s, b in cohort["bams"].items()
-    }
-
-
-def test_query_job_writes_records_as_parquet_and_csv(
-    spark: Any, cohort: dict[str, Any], tmp_path: Path
-) -> None:
-    datasets = list(cohort["datasets"].values())
-    region = "chr2:1-300000"
-    run_query(datasets, str(tmp_path / "rec"), regions=[region], spark=spark)
-    table = pq.read_table(tmp_path / "rec")
-    assert table.column_names == [*COLUMNS, "sample"]
-    for sample, bam in cohort["bams"].items():
-        assert table.filter(pa.compute.equal(table.column("sample"), sample)).num_rows == samtools_count(
-            bam, [region]
-        )
-    run_query(datasets, str(tmp_path / "csv"), regions=[region], fmt="csv", spark=spark)
-    got = sorted(
-        tuple(r[c] for c in ("sample", *SAM_COLUMNS, "tags"))
-        for f in sorted((tmp_path / "csv").glob("part-*.csv"))
-        for r in csv.DictReader(f.open(newline=""))
-    )
-    want = []
-    for sample, bam in cohort["bams"].items():
-        for line in samtools("view", "--no-PG", str(bam), region).splitlines():
-            fields = line.split("\t")
-            want.append((sample, *fields[:11], "\t".join(fields[11:])))
-    # Quality strings contain '"' and '\': RFC 4180 quoting keeps them intact.
-    assert any('"' in w[11] and "\\" in w[11] for w in want) and any('"' in w[12] for w in want)
-    assert got == sorted(want)
-
-
-def test_query_job_writes_one_sam_file_per_sample(spark: Any, cohort: dict[str, Any], tmp_path: Path) -> None:
-    out = tmp_path / "sam"
-    result = run_query([cohort["glob"]], str(out), regions=[REGION, "*"], fmt="sam", spark=spark)
-    assert sorted(p.name for p in out.iterdir()) == ["noSM.sam", "sampleA.sam", "sampleB.sam"]
-    for sample, bam in cohort["bams"].items():
-        expected = samtools("view", "-h", "--no-PG", "-M", str(bam), REGION, "*")
-        assert (out / f"{sample}.sam").read_text() == expected, sample
-        assert result.counts is not None
-        assert result.counts[sample] == samtools_count(bam, [REGION, "*"], "-M")
-
-
-def test_query_job_cli_reports_bad_input_in_one_line(cohort: dict[str, Any], tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    main = runpy.run_path(str(ROOT / "jobs" / "query.py"), run_name="bams3_query_job")["main"]
-    cases = [
-        (["--region", "chrZ", cohort["datasets"]["sampleA"]], "unknown reference 'chrZ'"),
-        ([str(tmp_path)], "not a BAMS3 dataset"),
-        (["--count", "--format", "sam", cohort["glob"]], "--count writes a table"),
-    ]
-    for args, message in cases:
-        assert main([*args, "--out", str(tmp_path / "out")]) == 1
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("jobs/query.py: error: ") and message in err[0], err
 
 
 def test_one_line_extracts_the_python_cause_of_a_spark_error(spark: Any, cohort: dict[str, Any]) -> None:

@@ -56,9 +56,10 @@ def samples(tmp_path_factory: pytest.TempPathFactory, multi_bam: Path) -> dict[s
     return out
 
 
-def _submit(master: str, args: list[str], workdir: Path) -> None:
+def _submit(master: str, args: list[str], workdir: Path) -> str:
     proc = spark_submit(master, JOB, args, workdir)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout + proc.stderr
 
 
 @pytest.mark.s3
@@ -73,8 +74,10 @@ def test_cluster_sam_files_and_counts_from_s3_and_local_datasets(
     out = tmp_path / "sam"
     args = ["--region", regions[0], "--region", regions[1], a_s3, samples["sampleB"]["dataset"],
             "--out", str(out), "--format", "sam", "--s3-endpoint", s3_opts["endpoint_url"]]
-    _submit(cluster, args, tmp_path)
-    assert sorted(p.name for p in out.iterdir()) == ["sampleA.sam", "sampleB.sam"]
+    text = _submit(cluster, args, tmp_path)
+    assert "jobs/query.py: 2 sample(s)" in text and "GET request(s)" in text
+    # Written by the executors, one file per sample; _SUCCESS last.
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "sampleA.sam", "sampleB.sam"]
     on_cluster = {}
     for name, s in samples.items():
         text = (out / f"{name}.sam").read_text()
