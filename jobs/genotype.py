@@ -22,7 +22,10 @@ FORMATS = ("parquet", "tsv", "vcf")
 def build_parser() -> argparse.ArgumentParser:
     """The job's command line (counting options as ``bams3 genotype``'s, samtools mpileup's names)."""
     p = argparse.ArgumentParser(prog=PROG, description="Allele counts at known sites across BAMS3 datasets.")
-    p.add_argument("datasets", nargs="+", metavar="DATASET", help="dataset prefixes (one sample each)")
+    p.add_argument("datasets", nargs="*", metavar="DATASET",
+                   help="dataset paths, URLs or quoted globs (one sample each)")
+    p.add_argument("--manifest", metavar="TSV",
+                   help="sample sheet: DATASET or SAMPLE<TAB>DATASET per line (or a header naming columns)")
     p.add_argument("--sites", required=True, help="BED or VCF/VCF.gz of sites")
     p.add_argument("--out", required=True, help="output directory (parquet, tsv) or .vcf.gz file (vcf)")
     p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default parquet)")
@@ -44,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit status (0 done, 1 error, 2 usage)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.datasets and not args.manifest:
+        parser.error("give datasets (paths, URLs, quoted globs) or --manifest TSV")
 
     def work() -> int:
         from bams3_spark.genotype.options import GenotypeOptions, parse_flags
@@ -58,10 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         spark = get_session(master=args.master, app_name="bams3-genotype")
         warns = run_genotype(spark, args.datasets, args.sites, args.out, fmt=args.format, options=options,
-                             overwrite=args.overwrite, **storage_options(args))
+                             overwrite=args.overwrite, manifest=args.manifest, **storage_options(args))
         for w in warns:
             print(f"{PROG}: warning: {w}", file=sys.stderr)
-        print(f"{args.out}: genotypes of {len(args.datasets)} dataset(s) written ({args.format})")
+        print(f"{args.out}: genotypes written ({args.format})")
         return 0
 
     return run_job(PROG, work, args.debug)

@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bams3_spark.exceptions import DatasetError, InvalidArgumentError
+from bams3_spark.exceptions import InvalidArgumentError
 from bams3_spark.genotype.engine import SCHEMA, Unit, load_sites
 from bams3_spark.genotype.options import GenotypeOptions
 
@@ -58,12 +58,13 @@ def _spark_schema() -> str:
 def _plan(sites_bc: Any, storage_options: Mapping[str, Any]) -> Any:
     """Planning (executors): each item is (dataset index, URL); yields its units."""
 
-    def run(item: tuple[int, str]) -> Iterator[tuple[Any, ...]]:
+    def run(item: tuple[int, str, str]) -> Iterator[tuple[Any, ...]]:
         from bams3_spark.dataset.reader import DatasetReader
         from bams3_spark.genotype.engine import plan_units
+        from bams3_spark.spark.cohort import with_sample
 
-        sidx, url = item
-        ds = DatasetReader.open(url, **storage_options)
+        sidx, url, sample = item
+        ds = with_sample(DatasetReader.open(url, **storage_options), sample)
         sites = sites_bc.value
         sites.check_references(dict(ds.lengths), ds.url)  # unknown references fail here
         units = plan_units(ds, sites)
@@ -104,36 +105,28 @@ def _count(sites_bc: Any, options: GenotypeOptions) -> Any:
 
 def _prepare(
     spark: Any, paths: Sequence[str], sites: str | Sites, options: GenotypeOptions,
-    storage_options: Mapping[str, Any],
+    storage_options: Mapping[str, Any], manifest: str | None = None,
 ) -> tuple[Any, list[str], Sites, Any, list[str]]:
-    """(counts DataFrame, samples in dataset order, sites, first dataset, warnings)."""
+    """(counts DataFrame, samples in cohort order, sites, first dataset, warnings)."""
     from bams3_spark.dataset.reader import DatasetReader
+    from bams3_spark.spark.cohort import resolve_cohort
 
-    if not paths:
-        raise InvalidArgumentError("no dataset given")
-    st = load_sites(sites, storage_options)
-    first = DatasetReader.open(paths[0], **storage_options)
-    warns = st.check_references(dict(first.lengths), first.url)  # fail early on a bad sites file
     sc = spark.sparkContext
+    cores = max(1, int(sc.defaultParallelism))
+    # Paths, URLs, globs and --manifest; manifests read, duplicate samples refused (one line).
+    cohort = resolve_cohort(list(paths), manifest, storage_options, parallelism=cores)
+    st = load_sites(sites, storage_options)
+    first = DatasetReader.open(cohort.samples[0].url, **storage_options)
+    warns = st.check_references(dict(first.lengths), first.url)  # fail early on a bad sites file
     sites_bc = sc.broadcast(st)
-    planned = sc.parallelize(list(enumerate(paths)), max(1, min(len(paths), 4 * sc.defaultParallelism)))
+    items = [(s.index, s.url, s.sample) for s in cohort.samples]
+    planned = sc.parallelize(items, max(1, min(len(items), 4 * cores)))
     units = spark.createDataFrame(planned.flatMap(_plan(sites_bc, dict(storage_options))), _UNIT_SCHEMA)
     units = units.localCheckpoint(eager=True)
-    names = units.select("sidx", "sample").distinct().collect()
-    samples: dict[int, str] = {r["sidx"]: r["sample"] for r in names}
-    seen: dict[str, int] = {}
-    for sidx in sorted(samples):
-        name = samples[sidx]
-        if name in seen:
-            raise DatasetError(
-                f"sample {name!r} appears twice ({paths[seen[name]]} and {paths[sidx]}): "
-                "each dataset must have its own sample name (the read groups' SM)"
-            )
-        seen[name] = sidx
     n_units = units.count()
     parts = max(1, min(n_units, 4 * int(sc.defaultParallelism)))
     counts = units.repartition(parts).mapInArrow(_count(sites_bc, options), _spark_schema())
-    return counts, [samples[i] for i in sorted(samples)], st, first, warns
+    return counts, cohort.names, st, first, warns
 
 
 def genotype_dataframe(
@@ -141,16 +134,20 @@ def genotype_dataframe(
     paths: str | Sequence[str],
     sites: str | Sites,
     options: GenotypeOptions | None = None,
+    *,
+    manifest: str | None = None,
     **storage_options: Any,
 ) -> Any:
     """Allele counts of one or many datasets at sites, as a DataFrame.
 
     The columns and rows (datasets in order, then sites in file order) of
-    :func:`bams3_spark.genotype.engine.genotype_table`.
+    :func:`bams3_spark.genotype.engine.genotype_table`. ``paths`` may hold
+    URLs and quoted globs; ``manifest`` is a sample sheet
+    (:func:`bams3_spark.spark.cohort.parse_sample_sheet`).
     """
     opts = options or GenotypeOptions()
     frame, _, _, _, _ = _prepare(spark, [paths] if isinstance(paths, str) else list(paths), sites, opts,
-                              storage_options)
+                                 storage_options, manifest)
     return frame.orderBy("sidx", "idx").select(*SCHEMA.names)
 
 
@@ -226,6 +223,7 @@ def run_genotype(
     fmt: str = "parquet",
     options: GenotypeOptions | None = None,
     overwrite: bool = False,
+    manifest: str | None = None,
     **storage_options: Any,
 ) -> list[str]:
     """Count alleles of datasets at sites and write them to ``out``; return warnings (sites past an end).
@@ -252,7 +250,7 @@ def run_genotype(
     if not overwrite and Storage(out, **storage_options).exists():
         raise FileExistsError(f"{out}: already exists (use --overwrite to replace it)")
     opts = options or GenotypeOptions()
-    counts, samples, st, first, warns = _prepare(spark, list(paths), sites, opts, storage_options)
+    counts, samples, st, first, warns = _prepare(spark, list(paths), sites, opts, storage_options, manifest)
     if fmt == "vcf":
         _write_vcf(spark, counts, samples, st, first, out, storage_options)
         return warns

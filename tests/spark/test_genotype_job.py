@@ -111,9 +111,12 @@ def test_job_errors_are_one_line(spark: Any, cohort: list[str], work: Path,
     assert main([*cohort, "--sites", str(bad), "--out", str(work / "x"), "--master", "local[2]"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "line 2: reference 'nochr' is not in" in err[0], err
-    assert main([cohort[0], cohort[0], "--sites", str(work / "sites.bed"), "--out", str(work / "y"),
+    sheet = work / "samples.tsv"
+    sheet.write_text(f"dup\t{cohort[0]}\ndup\t{cohort[1]}\n")
+    assert main(["--manifest", str(sheet), "--sites", str(work / "sites.bed"), "--out", str(work / "y"),
                  "--master", "local[2]"]) == 1
-    assert "appears twice" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sample 'dup' appears twice" in err[0], err
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +140,16 @@ def test_spark_submit_on_a_standalone_cluster(
     with gzip.open(local, "rt") as a, gzip.open(out, "rt") as b:
         assert a.read() == b.read()
     assert (tmp_path / "cohort.vcf.gz.tbi").exists()
+
+
+def test_glob_and_manifest_inputs(spark: Any, cohort: list[str], bed: str, work: Path) -> None:
+    """Inputs as the other cohort jobs take them: quoted globs, and a sheet naming the samples."""
+    sheet = work / "named.tsv"
+    sheet.write_text(f"sample\tdataset\nfirst\t{cohort[1]}\nsecond\t{cohort[0]}\n")
+    got = genotype_dataframe(spark, [], bed, manifest=str(sheet))
+    rows = got.select("sample").distinct().collect()
+    assert sorted(r["sample"] for r in rows) == ["first", "second"]
+    assert got.first()["sample"] == "first"
+    by_glob = genotype_dataframe(spark, [str(work / "1*.bams3")], bed)
+    assert [r["sample"] for r in by_glob.select("sample").distinct().collect()] != []
+    assert by_glob.count() == genotype_dataframe(spark, cohort, bed).count()
