@@ -153,3 +153,29 @@ def test_glob_and_manifest_inputs(spark: Any, cohort: list[str], bed: str, work:
     by_glob = genotype_dataframe(spark, [str(work / "1*.bams3")], bed)
     assert [r["sample"] for r in by_glob.select("sample").distinct().collect()] != []
     assert by_glob.count() == genotype_dataframe(spark, cohort, bed).count()
+
+
+def test_fingerprint_recipe(spark: Any, cohort: list[str], work: Path) -> None:
+    """The README's recipe finds a sample listed twice under two names (a swap/duplicate)."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    sites = work / "fp.bed"
+    sites.write_text("chr1\t0\t3000\nHLA-DRB1*15:01:01:01\t0\t1500\nchrUn:12-34*\t0\t1200\n")
+    sheet = work / "fp.tsv"
+    sheet.write_text(f"A\t{cohort[0]}\nB\t{cohort[1]}\nC\t{cohort[0]}_copy\n")
+    shutil.copytree(cohort[0], cohort[0] + "_copy", dirs_exist_ok=True)
+    out = work / "fp"
+    run_genotype(spark, [], str(sites), str(out), manifest=str(sheet), overwrite=True)
+
+    g = spark.read.parquet(str(out))  # sample, chrom, pos, depth, A, C, G, T, ...
+    calls = g.where("depth >= 3").select(
+        "sample", "chrom", "pos",
+        F.array_sort(F.filter(F.array(*[F.when(F.col(b) >= 0.2 * F.col("depth"), F.lit(b)) for b in "ACGT"]),
+                              lambda x: x.isNotNull())).alias("gt"))
+    pairs = (calls.alias("a").join(calls.alias("b"), ["chrom", "pos"]).where("a.sample < b.sample")
+             .groupBy(F.col("a.sample").alias("sample_a"), F.col("b.sample").alias("sample_b"))
+             .agg(F.count("*").alias("sites"),
+                  F.avg((F.col("a.gt") == F.col("b.gt")).cast("int")).alias("concordance")))
+    got = {(r["sample_a"], r["sample_b"]): (r["sites"], r["concordance"]) for r in pairs.collect()}
+    assert got[("A", "C")][1] == 1.0 and got[("A", "C")][0] > 500
+    assert got[("A", "B")][1] < 0.8 and got[("B", "C")][1] < 0.8
