@@ -10,8 +10,7 @@ by decreasing count.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from typing import IO
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -39,16 +38,6 @@ def tsv_text(table: pa.Table) -> str:
         return ""
     cols = [table[name].to_pylist() for name in SCHEMA.names]
     return "".join("\t".join(map(str, row)) + "\n" for row in zip(*cols, strict=True))
-
-
-def write_tsv(out: IO[str], tables: Iterable[pa.Table]) -> int:
-    """Write the header and every table's rows; return the number of rows."""
-    out.write(tsv_header())
-    n = 0
-    for t in tables:
-        out.write(tsv_text(t))
-        n += t.num_rows
-    return n
 
 
 def vcf_header(contigs: Sequence[tuple[str, int]], samples: Sequence[str]) -> str:
