@@ -108,11 +108,14 @@ def main() -> int:
 
     ours = timed(bams3_cmd("genotype", args.dataset, "--sites", str(sites), "-o", str(out / "g.tsv"),
                            "--quiet"), args.repeat)
+    ours_auto = timed(bams3_cmd("genotype", args.dataset, "--sites", str(sites), "-o", str(out / "g.tsv"),
+                                "--quiet", "-t", "auto"), args.repeat)
     theirs = timed(["samtools", "mpileup", "-B", "-l", str(sites), "-o", str(out / "m.txt"), args.bam],
                    args.repeat)
     n_chunks, touched, fetched = fetched_fraction(args.dataset, sites)
     rows = [
         ("`bams3 genotype` (TSV)", f"{ours:.2f}", f"{theirs / ours:.2f}x"),
+        ("`bams3 genotype -t auto` (one worker per core)", f"{ours_auto:.2f}", f"{theirs / ours_auto:.2f}x"),
         ("`samtools mpileup -B -l sites.bed`", f"{theirs:.2f}", "1.00x"),
     ]
     print(table(f"Genotyping {n_sites:,} SNP sites, one sample (best of {args.repeat})", rows,
