@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bams3_spark.genotype.cigars import DEL, DIFF, EQ, SKIP, M
-from bams3_spark.genotype.reads import MISSING_QUAL, Reads, ints, strings
+from bams3_spark.genotype.reads import MISSING_QUAL, Reads, strings
 
 I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
@@ -28,11 +28,10 @@ def _mate_pairs(r: Reads, pushed: B, covering: B, rname: str) -> tuple[I64, I64]
     not obviously apart, mate not before it) and the second is eligible; any
     other group replays ``overlap_push`` read by read.
     """
-    t = r.table
     flag = r.flag
-    tlen = ints(t["tlen"])
-    mpos = ints(t["pnext"]) - 1
-    rnext = strings(t["rnext"])
+    tlen = r.int_column("tlen")
+    mpos = r.int_column("pnext") - 1
+    rnext = r.column("rnext")
     other_ref = np.asarray(
         pc.and_(
             pc.and_(pc.not_equal(rnext, "="), pc.not_equal(rnext, "*")), pc.not_equal(rnext, rname)
@@ -48,11 +47,13 @@ def _mate_pairs(r: Reads, pushed: B, covering: B, rname: str) -> tuple[I64, I64]
     wanted = covering & eligible
     if not wanted.any():
         return empty, empty
-    qn = strings(t["qname"])
-    names = qn.filter(pa.array(wanted))
-    member = np.asarray(pc.is_in(qn, value_set=names).to_numpy(zero_copy_only=False), dtype=bool)
+    qn_all = strings(r.table["qname"])
+    names = qn_all.take(pa.array(r.rows[wanted]))
+    member_all = np.asarray(pc.is_in(qn_all, value_set=names).to_numpy(zero_copy_only=False), dtype=bool)
+    member = member_all[r.rows]
+    qn = qn_all
     rows = np.flatnonzero(member)
-    enc = qn.take(pa.array(rows)).dictionary_encode()
+    enc = qn.take(pa.array(r.rows[rows])).dictionary_encode()
     g = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
     ng = len(enc.dictionary)
     counts = np.bincount(g, minlength=ng)
@@ -293,7 +294,7 @@ def overlap_adjusted(
         if len(idx):
             me_first = is_first[rd[idx]]
             firsts = np.where(me_first, rd[idx], mt[idx])
-            keep_a = np.array([qname_parity(qn[int(x)].as_py()) for x in firsts], dtype=bool)
+            keep_a = np.array([qname_parity(qn[int(r.rows[x])].as_py()) for x in firsts], dtype=bool)
             qa = np.where(me_first, own_q[idx], mate_q[idx])
             qb = np.where(me_first, mate_q[idx], own_q[idx])
             same = own_base[idx] == mate_base[idx]
@@ -315,9 +316,10 @@ def overlap_adjusted(
                 a = x if is_first[x] else int(partner[x])
                 b = int(partner[a])
                 qa_, qb_ = _read_quals(r, a), _read_quals(r, b)
+                keeps_first = bool(qname_parity(qn[int(r.rows[a])].as_py()))
                 tweak_pair(
                     _ops(r, a), int(r.pos0[a]), _read_seq(r, a), qa_,
-                    _ops(r, b), int(r.pos0[b]), _read_seq(r, b), qb_, bool(qname_parity(qn[a].as_py())),
+                    _ops(r, b), int(r.pos0[b]), _read_seq(r, b), qb_, keeps_first,
                 )
                 cache[a], cache[b] = qa_, qb_
             qpos = int(qoff[cand[i]]) + (int(site_pos[cand[i]] - r.pos0[x] - r.cigars.ref_start[j[cand[i]]])

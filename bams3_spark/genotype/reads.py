@@ -21,16 +21,20 @@ def ints(col: pa.ChunkedArray | pa.Array) -> I64:
 
 
 def strings(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A string column as one plain (large_)string array (no copy for a one-chunk plain column)."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_dictionary(arr.type):
         arr = arr.cast(arr.type.value_type)
-    return arr.cast(pa.large_string())
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = arr.cast(pa.large_string())
+    return arr
 
 
 def _bytes(arr: pa.Array) -> tuple[npt.NDArray[np.uint8], I64, I64]:
-    """(bytes, start offset per value, length per value) of a large_string array; ``*`` has length 0."""
+    """(bytes, start offset per value, length per value) of a string array; ``*`` has length 0."""
     bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1].astype(np.int64)
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(bufs[1], dtype=width)[arr.offset: arr.offset + len(arr) + 1].astype(np.int64)
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     starts = offsets[:-1]
     lengths = np.diff(offsets)
@@ -56,22 +60,32 @@ class Reads:
         if not options.count_orphans:
             keep &= ~(((flag & 0x1) != 0) & ((flag & 0x2) == 0))
         rows = np.flatnonzero(keep)
-        if len(rows) < table.num_rows:
-            table = table.take(pa.array(rows))
+        # Arrays are of the kept reads (``rows`` of the table); SEQ and QUAL
+        # stay in the table's buffers, never copied.
         self.table = table
-        self.n = table.num_rows
+        self.rows = rows
+        self.n = len(rows)
         self.flag = flag[rows]
         self.pos0 = pos[rows] - 1
         enc = strings(table["cigar"]).dictionary_encode()
-        self.cigar_id = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        self.cigar_id = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)[rows]
         try:
             self.cigars: CigarTable = parse_cigar_table(enc.dictionary)
         except ValueError as exc:
             raise ValueError(str(exc)) from None
         self.end = self.pos0 + self.cigars.ref_len[self.cigar_id]
-        self.seq, self.seq_start, self.seq_len = _bytes(strings(table["seq"]))
-        self.qual, self.qual_start, qual_len = _bytes(strings(table["qual"]))
-        self.qual_missing = qual_len == 0
+        self.seq, seq_start, seq_len = _bytes(strings(table["seq"]))
+        self.qual, qual_start, qual_len = _bytes(strings(table["qual"]))
+        self.seq_start, self.seq_len = seq_start[rows], seq_len[rows]
+        self.qual_start, self.qual_missing = qual_start[rows], qual_len[rows] == 0
+
+    def column(self, name: str) -> pa.Array:
+        """A string column's values of the kept reads."""
+        return strings(self.table[name]).take(pa.array(self.rows))
+
+    def int_column(self, name: str) -> I64:
+        """An integer column's values of the kept reads."""
+        return ints(self.table[name])[self.rows]
 
     def at(self, reads: I64, refpos: I64) -> tuple[B, I64, I64]:
         """(aligned base there?, SEQ byte, quality) of each read at an absolute 0-based position."""
