@@ -94,7 +94,7 @@ dist: $(STAMP)
 	mkdir -p $(DIST)/jobs && cp jobs/*.py $(DIST)/jobs/
 
 # README.md is assembled from the per-feature guides in docs/sections (edit those).
-SECTIONS = 00_intro convert query spark spark_convert coverage workflows deploy 80_performance 85_architecture 90_reference
+SECTIONS = 00_intro convert query spark spark_convert coverage genotype workflows deploy 80_performance 85_architecture 90_reference
 readme:
 	for s in $(SECTIONS); do cat docs/sections/$$s.md; echo; done > README.md
 
