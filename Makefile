@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 DEMO    = demo-data
 
-.PHONY: venv demo test test-fast lint typecheck bench dist readme clean
+.PHONY: venv demo test test-fast test-compat lint typecheck bench dist readme clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,24 @@ TEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist load
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(TEST_PARALLEL) tests
+
+# The compatibility module (tests/compat) on the older Spark releases users run: pyspark 3.5
+# (EMR 7.x, Dataproc 2.2/2.3) and 4.0 (EMR 8.0, Dataproc 3.0), each in its own venv
+# (.venv-pyspark-X, built once); the dev venv runs it with the newest pyspark in `make test`.
+COMPAT_PYSPARK ?= 3.5.6 4.0.2
+COMPAT_VENVS = $(foreach v,$(COMPAT_PYSPARK),.venv-pyspark-$(v)/.installed)
+
+.venv-pyspark-%/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv-pyspark-$*
+	.venv-pyspark-$*/bin/python -m pip install -q --upgrade pip
+	.venv-pyspark-$*/bin/python -m pip install -q -e . pytest pyspark==$*
+	touch $@
+
+test-compat: $(COMPAT_VENVS)
+	set -e; for v in $(COMPAT_PYSPARK); do \
+		echo "== tests/compat with pyspark $$v"; \
+		.venv-pyspark-$$v/bin/python -m pytest -q -p no:cacheprovider tests/compat; \
+	done
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q $(TEST_PARALLEL) -m 'not cluster and not slow' tests
@@ -50,6 +68,12 @@ bench: $(STAMP)
 #     build it with the Python the nodes have at the same path (make dist PYTHON=/usr/bin/python3.11).
 #   $(DIST)/jobs/*.py                  the job scripts to upload next to them
 # DIST_EXTRAS adds packages to the archive, e.g. gcsfs for gs:// datasets on Dataproc.
+# Platform recipes (docs/sections/deploy.md, "Platforms"; pyspark comes from the cluster, 3.5-4.3):
+#   EMR 7.x (emr-7.13.0, Spark 3.5.6), EMR 8.0 (emr-spark-8.0.0, Spark 4.0.2):
+#       make dist; aws s3 sync dist/ s3://BUCKET/bams3/dist/ --exclude env.tar.gz
+#       conf/emr/bootstrap.sh builds /opt/bams3/venv with python3.11 (EMR 7.x's python3 is 3.9)
+#   Dataproc 2.2/2.3 (Spark 3.5), 3.0 (Spark 4.0), on a cluster node (the archive links its python):
+#       make dist PYTHON="$$(command -v python3)" DIST_EXTRAS=gcsfs; then conf/dataproc/submit.sh
 DIST ?= dist
 DIST_EXTRAS ?=
 # gzip level of env.tar.gz (venv-pack's default is 4; 1 packs several times faster, a little larger).
@@ -70,9 +94,9 @@ dist: $(STAMP)
 	mkdir -p $(DIST)/jobs && cp jobs/*.py $(DIST)/jobs/
 
 # README.md is assembled from the per-feature guides in docs/sections (edit those).
-SECTIONS = 00_intro convert query spark spark_convert coverage workflows deploy 80_performance 85_architecture 90_reference
+SECTIONS = 00_intro convert query spark spark_convert coverage genotype workflows deploy 80_performance 85_architecture 90_reference
 readme:
 	for s in $(SECTIONS); do cat docs/sections/$$s.md; echo; done > README.md
 
 clean:
-	rm -rf $(VENV) $(DEMO) build dist *.egg-info
+	rm -rf $(VENV) .venv-pyspark-* $(DEMO) build dist *.egg-info

@@ -11,8 +11,9 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from bams3_spark.api import Dataset, open_dataset
+    from bams3_spark.spark.read import read_bams3
 
-__all__ = ["Dataset", "__version__", "open_dataset", "register"]
+__all__ = ["Dataset", "__version__", "open_dataset", "read_bams3", "register"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,11 +23,16 @@ def __getattr__(name: str) -> Any:
         from bams3_spark import api
 
         return getattr(api, name)
+    if name == "read_bams3":
+        # pyspark is imported only when a Spark reader is asked for.
+        from bams3_spark.spark.read import read_bams3
+
+        return read_bams3
     raise AttributeError(f"module 'bams3_spark' has no attribute {name!r}")
 
 
 def register(spark: object) -> None:
-    """Register the ``bams3`` Spark data source on ``spark`` (see ``bams3_spark.spark``)."""
-    from bams3_spark.spark.datasource import register as _register
+    """Register the ``bams3`` Spark data source on ``spark`` (pyspark 4.0+; see ``bams3_spark.spark``)."""
+    from bams3_spark.spark import register as _register
 
     _register(spark)

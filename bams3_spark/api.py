@@ -17,12 +17,15 @@ import pyarrow as pa
 
 from bams3_spark.bam.writer import write_bam
 from bams3_spark.dataset.reader import DatasetReader
+from bams3_spark.genotype.engine import genotype_table
+from bams3_spark.genotype.options import GenotypeOptions
+from bams3_spark.genotype.sites import Sites
 from bams3_spark.io.storage import replacing
 from bams3_spark.query.engine import Query
 from bams3_spark.query.output import write_sam
 from bams3_spark.query.plan import QueryPlan, RegionsArg, plan_query
 
-__all__ = ["Dataset", "open_dataset"]
+__all__ = ["Dataset", "genotype", "open_dataset"]
 
 
 class Dataset(DatasetReader):
@@ -159,6 +162,26 @@ class Dataset(DatasetReader):
         tables = self.query_batches(regions, None, filter, workers, regions_file=regions_file)
         return write_bam(os.fspath(path), self.header, tables)
 
+    def genotype(
+        self,
+        sites: str | Sites,
+        options: GenotypeOptions | None = None,
+        *,
+        others: Sequence[DatasetReader | str] = (),
+        workers: int | str | None = 1,
+        **counting: Any,
+    ) -> pa.Table:
+        """Allele counts at sites, as ``samtools mpileup -B`` counts them (see :func:`genotype`).
+
+        Args:
+            sites: BED or VCF file (or :class:`Sites`).
+            options: Counting options; or give them as keywords
+                (``min_base_quality=20``, ``ignore_overlaps=True``...).
+            others: More datasets counted in the same call (rows follow this one's).
+            workers: Worker processes (``"auto"``: one per core).
+        """
+        return genotype([self, *others], sites, options, workers=workers, **counting)
+
 
 def open_dataset(url: str, **storage_options: Any) -> Dataset:
     """Open a BAMS3 dataset.
@@ -176,6 +199,32 @@ def open_dataset(url: str, **storage_options: Any) -> Dataset:
         OSError: For storage failures.
     """
     return Dataset.open(url, **storage_options)
+
+
+def genotype(
+    datasets: DatasetReader | str | Sequence[DatasetReader | str],
+    sites: str | Sites,
+    options: GenotypeOptions | None = None,
+    *,
+    workers: int | str | None = 1,
+    storage_options: dict[str, Any] | None = None,
+    **counting: Any,
+) -> pa.Table:
+    """Allele counts of one or many datasets at sites (BED bases or VCF records), as one Arrow table.
+
+    Counts are those read off ``samtools mpileup -B`` (options and defaults:
+    :class:`~bams3_spark.genotype.options.GenotypeOptions`). Columns:
+    ``sample chrom pos depth A C G T N del ins`` and per strand
+    (``A_fwd``, ``A_rev``, ...); ``pos`` is 1-based; ``depth`` counts bases and
+    deletions. Rows: datasets in order, then sites in file order. Sites past a
+    reference's end are kept (no reads) with a warning.
+
+    Raises:
+        SitesError: For an unsorted or malformed sites file, or an unknown reference (file and line named).
+        Bams3Error, OSError: For unusable datasets or storage failures.
+    """
+    opts = options or GenotypeOptions(**counting)
+    return genotype_table(datasets, sites, opts, workers=workers, **(storage_options or {}))
 
 
 def _warn_all(messages: Iterable[str]) -> None:

@@ -60,6 +60,10 @@ class ChecksumError(CorruptDatasetError):
     """A chunk object's bytes do not match the checksum recorded in the index."""
 
 
+class UnsupportedSparkError(Bams3Error):
+    """The installed pyspark is outside the supported range, or lacks an API a feature needs."""
+
+
 def one_line(exc: BaseException) -> str:
     """Return the first line of an error's message, whitespace folded (its type name if empty).
 

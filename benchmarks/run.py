@@ -60,6 +60,7 @@ def main() -> int:
         [py, "bench_convert.py", str(bam), str(out / "convert"), "--repeat", repeat],
         [py, "bench_query.py", "--bam", str(bam), "--dataset", str(dataset)],
         [py, "bench_coverage.py", str(dataset), str(bam), str(out / "coverage"), "--repeat", repeat],
+        [py, "bench_genotype.py", str(dataset), str(bam), str(out / "genotype"), "--repeat", repeat],
         [py, "bench_spark_scan.py", str(bam), str(dataset)],
         [py, "bench_spark_convert.py", str(bam), str(out / "spark-convert")],
         [py, "bench_cohort.py", str(bam), str(dataset), str(out / "cohort")],

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"io"},
     {"bam"},
     {"dataset"},
-    {"convert", "query", "coverage"},
+    {"convert", "query", "coverage", "genotype"},
     {"api", "spark"},
     {"cli"},
     {"demo", "__main__"},

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from bams3_spark import __version__
-from bams3_spark.cli import coverage, datasets, query
+from bams3_spark.cli import coverage, datasets, genotype, query
 from bams3_spark.cli.common import CommandParser, debug_wanted, run_command
 
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_parsers(sub)
     query.add_parsers(sub)
     coverage.add_parsers(sub)
+    genotype.add_parsers(sub)
     return parser
 
 

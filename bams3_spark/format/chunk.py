@@ -24,14 +24,29 @@ from bams3_spark.format.schema import RECORD_SCHEMA, project
 #: zstd level 1: on read data it compresses as well as level 3 (better, with
 #: the encodings below) at twice the speed; measured in benchmarks/bench_convert.py.
 ZSTD_LEVEL = 1
-#: Columns worth a dictionary: few distinct values per chunk.
-DICTIONARY_COLUMNS = ["rname", "cigar", "rnext", "flag", "mapq"]
-#: Sorted or small-delta integers delta-encode to almost nothing; long strings
-#: compress better with their lengths stored apart from their bytes.
+#: Columns worth a dictionary: few distinct values per chunk (``tags`` often
+#: has few too: ``NM``/``AS``/``XS``/``RG`` combinations; the writer falls back
+#: to PLAIN pages when the dictionary outgrows its page).
+DICTIONARY_COLUMNS = ["rname", "cigar", "rnext", "flag", "mapq", "tags"]
+#: FORMAT 1.1 encodings (FORMAT.md §5): only encodings every engine checked
+#: there decodes, Spark 3.5's vectorized reader included, which fails on the
+#: DELTA_LENGTH_BYTE_ARRAY pages of FORMAT 1.0. Sorted or small-delta integers
+#: delta-encode to almost nothing; ``qual`` strings share prefixes (runs of the
+#: same quality) that DELTA_BYTE_ARRAY stores once; ``qname`` and ``seq`` gain
+#: nothing from a string encoding that zstd does not already give (measured:
+#: benchmarks/bench_spark_scan.py reports the sizes).
 COLUMN_ENCODINGS = {
+    **dict.fromkeys(("pos", "end", "pnext", "tlen"), "DELTA_BINARY_PACKED"),
+    **dict.fromkeys(("qname", "seq"), "PLAIN"),
+    "qual": "DELTA_BYTE_ARRAY",
+}
+#: The encodings of FORMAT 1.0 chunks (readable by every bams3 reader; written
+#: only by tests, to check that 1.0 datasets stay readable).
+COLUMN_ENCODINGS_1_0 = {
     **dict.fromkeys(("pos", "end", "pnext", "tlen"), "DELTA_BINARY_PACKED"),
     **dict.fromkeys(("qname", "seq", "qual", "tags"), "DELTA_LENGTH_BYTE_ARRAY"),
 }
+DICTIONARY_COLUMNS_1_0 = ["rname", "cigar", "rnext", "flag", "mapq"]
 #: A chunk may not claim to decompress to more than this (decompression bombs),
 #: nor to more than a base allowance plus a generous per-record allowance (a
 #: 100 kbp long read with its qualities is well under 1 MiB).
@@ -46,7 +61,9 @@ def sha256_hex(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def encode_chunk(table: pa.Table, rname: str, window: tuple[int, int], part: int) -> bytes:
+def encode_chunk(
+    table: pa.Table, rname: str, window: tuple[int, int], part: int, format_version: str = FORMAT_VERSION
+) -> bytes:
     """Encode records as one chunk object.
 
     Args:
@@ -54,13 +71,18 @@ def encode_chunk(table: pa.Table, rname: str, window: tuple[int, int], part: int
         rname: Reference name (``*`` for unplaced reads), recorded in metadata.
         window: 0-based half-open window bounds.
         part: Part number within the window.
+        format_version: ``1.1`` (the current version), or ``1.0`` for the
+            older encodings (tests of legacy datasets).
 
     Returns:
         The Parquet bytes of the chunk.
     """
+    if format_version not in ("1.0", FORMAT_VERSION):
+        raise ValueError(f"cannot write chunks of format {format_version}")
+    legacy = format_version == "1.0"
     table = table.cast(RECORD_SCHEMA).replace_schema_metadata(
         {
-            META_PREFIX + b"format_version": FORMAT_VERSION.encode(),
+            META_PREFIX + b"format_version": format_version.encode(),
             META_PREFIX + b"reference": rname.encode(),
             META_PREFIX + b"window": f"{window[0]}-{window[1]}".encode(),
             META_PREFIX + b"part": str(part).encode(),
@@ -72,8 +94,8 @@ def encode_chunk(table: pa.Table, rname: str, window: tuple[int, int], part: int
         sink,
         compression="zstd",
         compression_level=ZSTD_LEVEL,
-        use_dictionary=DICTIONARY_COLUMNS,
-        column_encoding=COLUMN_ENCODINGS,
+        use_dictionary=DICTIONARY_COLUMNS_1_0 if legacy else DICTIONARY_COLUMNS,
+        column_encoding=COLUMN_ENCODINGS_1_0 if legacy else COLUMN_ENCODINGS,
         write_statistics=["pos", "end", "flag", "mapq"],
         row_group_size=max(1, table.num_rows),
         write_page_checksum=True,

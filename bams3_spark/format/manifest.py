@@ -25,7 +25,7 @@ from bams3_spark.format.layout import (
 )
 
 FORMAT_NAME = "bams3"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 FORMAT_MAJOR = 1
 
 #: Upper bounds for untrusted numbers: far above anything real, low enough

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -50,6 +50,30 @@ def read_samtools_bed(
             multi-region iterator refuses).
         OSError: If the file cannot be read.
     """
+    out: dict[str, list[tuple[int, int]]] = {}
+    unknown: dict[str, int] = {}
+    for _lineno, ref, start, end in iter_samtools_bed(url, **storage_options):
+        if ref not in lengths:
+            unknown[ref] = unknown.get(ref, 0) + 1
+            continue
+        out.setdefault(ref, []).append((min(start, POS_LIMIT), min(end, POS_LIMIT)))
+    warns = [
+        f"{url}: reference {ref!r} is not in the dataset; {n} interval(s) skipped"
+        for ref, n in unknown.items()
+    ]
+    return out, warns
+
+
+def iter_samtools_bed(url: str, **storage_options: Any) -> Iterator[tuple[int, str, int, int]]:
+    """Yield (line number, name, start, end) of each interval of a BED file, by samtools' ``bed_read`` rules.
+
+    See :func:`read_samtools_bed` for the rules; intervals come in file order,
+    0-based half-open.
+
+    Raises:
+        RegionError: For a malformed line or an empty interval, naming file and line.
+        OSError: If the file cannot be read.
+    """
     storage, name = storage_for_file(url, **storage_options)
     raw = storage.read_bytes(name)
     if raw[:2] == b"\x1f\x8b":
@@ -58,8 +82,6 @@ def read_samtools_bed(
         except (OSError, EOFError) as exc:
             raise RegionError(f"{url}: damaged gzip file ({exc})") from None
     text = raw.decode("utf-8", errors="replace")
-    out: dict[str, list[tuple[int, int]]] = {}
-    unknown: dict[str, int] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
@@ -82,15 +104,7 @@ def read_samtools_bed(
             raise RegionError(f"{url} line {lineno}: end {end} is before start {start}")
         if end == start:
             raise RegionError(f"{url} line {lineno}: empty interval {start}-{end}")
-        if ref not in lengths:
-            unknown[ref] = unknown.get(ref, 0) + 1
-            continue
-        out.setdefault(ref, []).append((min(start, POS_LIMIT), min(end, POS_LIMIT)))
-    warns = [
-        f"{url}: reference {ref!r} is not in the dataset; {n} interval(s) skipped"
-        for ref, n in unknown.items()
-    ]
-    return out, warns
+        yield lineno, ref, start, end
 
 
 def _leading_numbers(fields: list[str]) -> list[int] | None:

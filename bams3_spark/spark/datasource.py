@@ -2,8 +2,12 @@
 
 ``spark.read.format("bams3").load(path)`` reads one dataset, a list of paths or
 a glob of dataset prefixes (a cohort) with pyspark's Python Data Source API
-(pyspark 4.x). Rows follow the record schema of FORMAT.md ("Record schema",
-``bams3_spark/format/schema.py``) plus a ``sample`` column.
+(pyspark 4.0+; filter pushdown 4.1+). Importing this module needs pyspark 4.0:
+``bams3_spark.spark.register`` says so in one line on 3.5, where
+:func:`~bams3_spark.spark.read.read_bams3` is the way in (and the faster one
+everywhere: it scans with Spark's own Parquet reader). Rows follow the record
+schema of FORMAT.md ("Record schema", ``bams3_spark/format/schema.py``) plus a
+``sample`` column.
 
 How a query runs:
 
@@ -11,12 +15,13 @@ How a query runs:
    read (:func:`resolve_scan`), so a bad option, a path that is not a dataset,
    an incomplete dataset or mixed format versions fail here with one message.
 2. Planning (driver, once per query): :meth:`Bams3Reader.pushFilters` keeps
-   the filters it applies exactly; :meth:`Bams3Reader.partitions` reads the
-   per-reference indexes it needs and returns one :class:`ChunkPartition` per
-   chunk object that can hold matching rows (region and filter pruning).
-3. Tasks (executors): :meth:`Bams3Reader.read` opens storage, reads only the
-   columns the schema and the row filters need, filters rows and yields
-   ``pyarrow.RecordBatch`` es.
+   the filters it applies exactly; :meth:`Bams3Reader.partitions` plans the
+   chunks with :func:`~bams3_spark.spark.scan.plan_dataset` (the planning
+   ``read_bams3`` uses) and returns one :class:`ChunkPartition` per chunk
+   object that can hold matching rows (region and filter pruning).
+3. Tasks (executors): :meth:`Bams3Reader.read` reads only the columns the
+   schema and the row filters need and yields ``pyarrow.RecordBatch`` es
+   (:func:`~bams3_spark.spark.rows.chunk_batches`, shared with ``read_bams3``).
 
 Readers, partitions and the source itself hold only picklable configuration
 (URLs, chunk descriptions, storage options); clients are opened in ``read()``.
@@ -32,44 +37,28 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pyspark.sql.datasource import (
-    DataSource,
-    DataSourceReader,
-    EqualNullSafe,
-    EqualTo,
-    Filter,
-    GreaterThan,
-    GreaterThanOrEqual,
-    In,
-    InputPartition,
-    IsNotNull,
-    IsNull,
-    LessThan,
-    LessThanOrEqual,
-    Not,
-    StringContains,
-    StringEndsWith,
-    StringStartsWith,
-)
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
+from pyspark.sql.types import StringType, StructType
 
-from bams3_spark.exceptions import DatasetError, InvalidArgumentError
+from bams3_spark.exceptions import InvalidArgumentError
 from bams3_spark.parallel import thread_map
+from bams3_spark.spark.compat import has_filter_pushdown, require_data_source_api
+from bams3_spark.spark.rows import chunk_batches
 from bams3_spark.spark.scan import (
-    SAMPLE_COLUMN,
     SOURCE_NAME,
     DatasetEntry,
+    PlannedChunk,
     ScanConfig,
     parse_bool,
+    plan_dataset,
     resolve_scan,
-    scan_options,
 )
+from bams3_spark.spark.schema import SAMPLE_COLUMN, arrow_schema, bams3_schema
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from bams3_spark.format.manifest import ChunkInfo
-    from bams3_spark.format.regions import Region
     from bams3_spark.query.filter import Predicate
 
 #: Manifests and indexes are small objects: the driver plans many datasets at once.
@@ -78,41 +67,6 @@ _PLAN_THREADS = 16
 # ---------------------------------------------------------------------------
 # Schema
 # ---------------------------------------------------------------------------
-
-
-def bams3_schema(columns: Sequence[str] | None = None) -> StructType:
-    """Return the Spark schema of the data source, or of a projection of it.
-
-    The record columns come from ``RECORD_SCHEMA`` (FORMAT.md, "Record schema")
-    converted with pyspark's own Arrow mapping, followed by ``sample``.
-
-    Args:
-        columns: Column names to keep (record columns and/or ``sample``), in
-            any order; None for every column. The result is in schema order.
-
-    Raises:
-        InvalidArgumentError: If a name is not a column.
-    """
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    from bams3_spark.format.schema import RECORD_SCHEMA, subschema
-
-    if columns is None:
-        records, with_sample = None, True
-    else:
-        wanted = list(dict.fromkeys(columns))
-        with_sample = SAMPLE_COLUMN in wanted
-        records = [c for c in wanted if c != SAMPLE_COLUMN]
-        if not wanted:
-            raise InvalidArgumentError("bams3: empty column list")
-    try:
-        arrow = RECORD_SCHEMA if records is None else subschema(records)
-    except ValueError as exc:
-        raise InvalidArgumentError(f"bams3: {exc}, {SAMPLE_COLUMN}") from None
-    schema = from_arrow_schema(arrow)
-    if with_sample:
-        schema = schema.add(StructField(SAMPLE_COLUMN, StringType(), nullable=False))
-    return schema
 
 
 def _bind_schema(schema: StructType) -> tuple[str, ...]:
@@ -146,36 +100,42 @@ def _bind_schema(schema: StructType) -> tuple[str, ...]:
 # Filters
 # ---------------------------------------------------------------------------
 
-_FILTER_OPS: dict[type, str] = {
-    EqualTo: "eq",
-    EqualNullSafe: "eq",
-    GreaterThan: "gt",
-    GreaterThanOrEqual: "ge",
-    LessThan: "lt",
-    LessThanOrEqual: "le",
-    In: "in",
-    IsNull: "isnull",
-    IsNotNull: "isnotnull",
-    StringStartsWith: "startswith",
-    StringEndsWith: "endswith",
-    StringContains: "contains",
-}
+def _filter_ops() -> dict[type, str]:
+    """Pushed filter classes to predicate operators (the classes exist in pyspark 4.1+ only)."""
+    from pyspark.sql import datasource as ds
+
+    return {
+        ds.EqualTo: "eq",  # type: ignore[attr-defined]
+        ds.EqualNullSafe: "eq",  # type: ignore[attr-defined]
+        ds.GreaterThan: "gt",  # type: ignore[attr-defined]
+        ds.GreaterThanOrEqual: "ge",  # type: ignore[attr-defined]
+        ds.LessThan: "lt",  # type: ignore[attr-defined]
+        ds.LessThanOrEqual: "le",  # type: ignore[attr-defined]
+        ds.In: "in",  # type: ignore[attr-defined]
+        ds.IsNull: "isnull",  # type: ignore[attr-defined]
+        ds.IsNotNull: "isnotnull",  # type: ignore[attr-defined]
+        ds.StringStartsWith: "startswith",  # type: ignore[attr-defined]
+        ds.StringEndsWith: "endswith",  # type: ignore[attr-defined]
+        ds.StringContains: "contains",  # type: ignore[attr-defined]
+    }
 
 
-def _predicate(flt: Filter, columns: Mapping[str, str]) -> Predicate | None:
+def _predicate(flt: Any, columns: Mapping[str, str]) -> Predicate | None:
     """Translate a pushed filter, or return None if it cannot be applied exactly.
 
     Args:
         flt: The filter Spark pushed.
         columns: Output field name to column name.
     """
+    from pyspark.sql.datasource import Not  # type: ignore[attr-defined]
+
     from bams3_spark.format.schema import INT_COLUMNS
     from bams3_spark.query.filter import INT64_MAX, INT64_MIN, STRING_ONLY_OPS, Predicate
 
     negated = False
     if isinstance(flt, Not):
         negated, flt = True, flt.child
-    op = _FILTER_OPS.get(type(flt))
+    op = _filter_ops().get(type(flt))
     attribute = getattr(flt, "attribute", None)
     if op is None or not isinstance(attribute, tuple) or len(attribute) != 1:
         return None
@@ -200,13 +160,6 @@ def _predicate(flt: Filter, columns: Mapping[str, str]) -> Predicate | None:
     return Predicate(column, op, values if op == "in" else value, negated)
 
 
-def _region_state(info: ChunkInfo, region: Region) -> bool | None:
-    """Whether all (True), none (False) or some (None) records of a chunk overlap ``region``."""
-    if region.unplaced or info.inside(region.start, region.end):
-        return True
-    return None if info.overlaps(region.start, region.end) else False
-
-
 # ---------------------------------------------------------------------------
 # Reader
 # ---------------------------------------------------------------------------
@@ -214,23 +167,14 @@ def _region_state(info: ChunkInfo, region: Region) -> bool | None:
 
 @dataclass(frozen=True)
 class ChunkPartition(InputPartition):
-    """One Spark partition: one chunk object, and the row filters it still needs.
+    """One Spark partition: one planned chunk, and the row filters it still needs.
 
     Attributes:
-        dataset_url: The dataset prefix.
-        sample: The dataset's sample name (the ``sample`` column).
-        rname: The chunk's reference (``*`` for unplaced reads).
-        info: The chunk's index entry (path, size, SHA-256, records, bounds).
-        intervals: Region intervals (0-based half-open) a row must overlap,
-            or None when every row of the chunk is inside the regions.
+        chunk: The chunk object and the region intervals its rows must overlap.
         predicates: Pushed filters the index statistics could not decide.
     """
 
-    dataset_url: str
-    sample: str
-    rname: str
-    info: ChunkInfo
-    intervals: tuple[tuple[int, int], ...] | None = None
+    chunk: PlannedChunk
     predicates: tuple[Predicate, ...] = ()
 
 
@@ -247,10 +191,8 @@ class Bams3ScanReader(DataSourceReader):
     """
 
     def __init__(self, scan: ScanConfig, schema: StructType) -> None:
-        from pyspark.sql.pandas.types import to_arrow_schema
-
         self._columns = _bind_schema(schema)
-        self._arrow_schema = to_arrow_schema(schema, timezone="UTC")
+        self._arrow_schema = arrow_schema(schema)
         self._storage_options = dict(scan.storage_options)
         self._batch_rows = scan.batch_rows
         self._field_columns = {f.name: c for f, c in zip(schema.fields, self._columns, strict=True)}
@@ -281,45 +223,29 @@ class Bams3ScanReader(DataSourceReader):
         return [p for parts in planned for p in parts]
 
     def _plan_dataset(self, entry: DatasetEntry) -> list[ChunkPartition]:
-        from bams3_spark.dataset.reader import DatasetReader
-
-        ds = DatasetReader.open(entry.url, **self._storage_options)
-        if ds.manifest.format_version != entry.format_version:
-            raise DatasetError(f"{entry.url}: dataset replaced while the query was planned")
+        assert self._scan is not None
         rname_preds = [p for p in self._predicates if p.column == "rname"]
         row_preds = [p for p in self._predicates if p.column not in ("rname", SAMPLE_COLUMN)]
-        by_ref: dict[str, list[Region]] = {}
-        for region in entry.regions:
-            by_ref.setdefault(region.rname, []).append(region)
-        names = list(by_ref) if entry.regions else [e.name for e in ds.manifest.references if e.chunks]
+        chunks = plan_dataset(
+            entry,
+            self._storage_options,
+            bool(self._scan.region_texts),
+            # the index of a reference the filters exclude is never read
+            lambda rname: all(p.on_value(rname) for p in rname_preds),
+        )
         parts: list[ChunkPartition] = []
-        for rname in names:
-            if not all(p.on_value(rname) for p in rname_preds):
-                continue  # the index of a reference the filters exclude is never read
-            regions = by_ref.get(rname)
-            for info in ds.index(rname).chunks:
-                intervals: tuple[tuple[int, int], ...] | None = None
-                if regions is not None:
-                    states = [_region_state(info, r) for r in regions]
-                    if all(s is False for s in states):
-                        continue
-                    if not any(s is True for s in states):
-                        intervals = tuple(
-                            (r.start, r.end) for r, s in zip(regions, states, strict=True) if s is None
-                        )
-                pending: list[Predicate] = []
-                keep = True
-                for pred in row_preds:
-                    state = self._pred_state(pred, info)
-                    if state is False:
-                        keep = False
-                        break
-                    if state is None:
-                        pending.append(pred)
-                if keep:
-                    parts.append(
-                        ChunkPartition(entry.url, entry.sample, rname, info, intervals, tuple(pending))
-                    )
+        for chunk in chunks:
+            pending: list[Predicate] = []
+            keep = True
+            for pred in row_preds:
+                state = self._pred_state(pred, chunk.info)
+                if state is False:
+                    keep = False
+                    break
+                if state is None:
+                    pending.append(pred)
+            if keep:
+                parts.append(ChunkPartition(chunk, tuple(pending)))
         return parts
 
     @staticmethod
@@ -338,51 +264,10 @@ class Bams3ScanReader(DataSourceReader):
         """Yield the partition's matching rows as Arrow batches of the output schema."""
         if not isinstance(partition, ChunkPartition):
             return  # pyspark's placeholder partition when nothing matched
-        import numpy as np
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        from bams3_spark.dataset.chunks import ChunkRef
-        from bams3_spark.format.regions import overlap_mask
-        from bams3_spark.format.schema import COLUMNS
-        from bams3_spark.io.storage import shared_storage
-
-        needed = {c for c in self._columns if c != SAMPLE_COLUMN}
-        needed |= {p.column for p in partition.predicates}
-        if partition.intervals is not None:
-            needed |= {"pos", "end"}
-        table: pa.Table | None = None
-        if needed:
-            storage = shared_storage(partition.dataset_url, **self._storage_options)
-            chunk = ChunkRef(storage, partition.rname, partition.info)
-            table = chunk.read([c for c in COLUMNS if c in needed])
-            mask = None
-            for pred in partition.predicates:
-                m = pred.mask(table.column(pred.column))
-                mask = m if mask is None else pc.and_(mask, m)
-            if partition.intervals is not None:
-                pos = table.column("pos").to_numpy().astype(np.int64)
-                end = table.column("end").to_numpy().astype(np.int64)
-                inside = pa.array(overlap_mask(pos, end, partition.intervals))
-                mask = inside if mask is None else pc.and_(mask, inside)
-            if mask is not None:
-                table = table.filter(mask)
-            rows = table.num_rows
-        else:
-            # Only the sample column, and every row matches: the index's
-            # record count (checked against the manifest) is the answer.
-            rows = partition.info.records
-        if rows == 0:
-            return
-        arrays = []
-        for name in self._columns:
-            if name == SAMPLE_COLUMN:
-                arrays.append(pa.chunked_array([pa.repeat(pa.scalar(partition.sample, pa.string()), rows)]))
-            else:
-                assert table is not None
-                arrays.append(table.column(name))
-        out = pa.Table.from_arrays(arrays, schema=self._arrow_schema)
-        yield from out.to_batches(max_chunksize=self._batch_rows)
+        yield from chunk_batches(
+            partition.chunk, self._columns, self._arrow_schema, self._storage_options, self._batch_rows,
+            partition.predicates,
+        )
 
 
 class Bams3Reader(Bams3ScanReader):
@@ -396,13 +281,12 @@ class Bams3Reader(Bams3ScanReader):
     the last query that pushed filters and reuses it for a later query on
     the same DataFrame that pushes none (``df.filter(...).count()`` then
     ``df.count()`` returns the filtered count). Newer Spark keeps that plan
-    per scan. So pushdown is opt-in, and :func:`load_bams3` /
-    :func:`read_bams3` add an always-true filter (:func:`guard_filter`) to the
-    DataFrame they return: every query on it then pushes a filter, and is
-    planned afresh.
+    per scan. So pushdown is opt-in, and :func:`load_bams3` adds an
+    always-true filter (:func:`guard_filter`) to the DataFrame it returns:
+    every query on it then pushes a filter, and is planned afresh.
     """
 
-    def pushFilters(self, filters: list[Filter]) -> Iterable[Filter]:  # noqa: N802 - pyspark's name
+    def pushFilters(self, filters: list[Any]) -> Iterable[Any]:  # noqa: N802 - pyspark's name
         """Keep the filters applied exactly (to chunks and rows); return the others.
 
         Kept: comparisons (=, <=>, <, <=, >, >=, IN, and their NOT) with an
@@ -467,7 +351,9 @@ class Bams3DataSource(DataSource):
         # Popping keeps the dataset list out of the copy of this instance that
         # pyspark pickles into every task's read function.
         scan = self.__dict__.pop("_scan", None) or resolve_scan(self.options)
-        return Bams3Reader(scan, schema) if scan.pushdown else Bams3ScanReader(scan, schema)
+        # pushFilters exists from pyspark 4.1; 4.0 would never call it.
+        pushdown = scan.pushdown and has_filter_pushdown()
+        return Bams3Reader(scan, schema) if pushdown else Bams3ScanReader(scan, schema)
 
 
 # ---------------------------------------------------------------------------
@@ -488,9 +374,11 @@ def register(spark: Any) -> None:
     Args:
         spark: The SparkSession.
     """
+    require_data_source_api()
     if spark in _REGISTERED:
         return
-    spark.conf.set("spark.sql.python.filterPushdown.enabled", "true")
+    if has_filter_pushdown():
+        spark.conf.set("spark.sql.python.filterPushdown.enabled", "true")
     if not _statically_registered(spark):
         try:
             spark.dataSource.register(Bams3DataSource)
@@ -551,44 +439,6 @@ def load_bams3(spark: Any, options: Mapping[str, str], columns: Sequence[str] | 
         reader = reader.schema(schema)
     df = reader.load()
     pushdown = {k.lower(): v for k, v in options.items()}.get("pushdown")
-    if pushdown is not None and parse_bool("pushdown", pushdown):
+    if pushdown is not None and parse_bool("pushdown", pushdown) and has_filter_pushdown():
         df = df.filter(guard_filter(schema))
     return df
-
-
-def read_bams3(
-    spark: Any,
-    paths: str | Sequence[str],
-    columns: Sequence[str] | None = None,
-    region: str | None = None,
-    regions: Sequence[str] | None = None,
-    pushdown: bool = True,
-    **storage_options: Any,
-) -> Any:
-    """Load BAMS3 datasets as a DataFrame, validating everything first.
-
-    Like ``spark.read.format("bams3")[.schema(...)].options(...).load(paths)``,
-    but the options and datasets are checked here, in this process, so a bad
-    input raises a plain :class:`~bams3_spark.exceptions.Bams3Error` (or
-    ``OSError``) instead of a Spark analysis error; and filter pushdown is on,
-    made safe by :func:`guard_filter`.
-
-    Args:
-        spark: The SparkSession (:func:`register` is called on it).
-        paths: Dataset path(s), URL(s) or glob(s).
-        columns: Columns to read (record columns and ``sample``); None for all.
-            This is how to read fewer columns: the projection becomes the
-            scan's schema, and chunks are read with only those columns.
-        region: A samtools region.
-        regions: Several samtools regions (records overlapping any of them).
-        pushdown: Let the source prune chunks and rows with Spark's filters.
-        **storage_options: ``endpoint_url``, ``anon``, ``profile``...
-
-    Returns:
-        A DataFrame with the record columns (or ``columns``) and ``sample``.
-    """
-    options = scan_options(paths, region, regions, pushdown=pushdown, **storage_options)
-    if columns is not None:
-        bams3_schema(columns)  # a bad column list fails here, not at the first action
-    resolve_scan(options)
-    return load_bams3(spark, options, columns)

@@ -47,7 +47,10 @@ def run_job(prog: str, action: Callable[[], int], debug: bool = False) -> int:
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
 
+    from bams3_spark.spark.compat import check_pyspark
+
     try:
+        check_pyspark()
         return action()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

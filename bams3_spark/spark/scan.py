@@ -1,6 +1,6 @@
 """Planning a scan of BAMS3 datasets for Spark: options, datasets and regions, validated on the driver.
 
-Shared by the ``bams3`` data source and :func:`~bams3_spark.spark.datasource.read_bams3`:
+Shared by the ``bams3`` data source and :func:`~bams3_spark.spark.read.read_bams3`:
 options are checked and every dataset's manifest is read here
 (:func:`resolve_scan`), so a bad option, a path that is not a dataset, an
 incomplete dataset or mixed format versions fail before any task runs, with
@@ -12,19 +12,18 @@ module, and so this one, in every process where it looks up data sources.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bams3_spark.exceptions import DatasetError, InvalidArgumentError, NotADatasetError, RegionError, one_line
 
 if TYPE_CHECKING:
+    from bams3_spark.format.manifest import ChunkInfo
     from bams3_spark.format.regions import Region
 
 #: The format name: ``spark.read.format(SOURCE_NAME)``.
 SOURCE_NAME = "bams3"
-#: The column added to the record schema: the dataset's sample name.
-SAMPLE_COLUMN = "sample"
 
 #: Storage options accepted as data source options, with their value type.
 #: They are passed to fsspec (``bams3_spark.io.Storage``) on the driver and in tasks.
@@ -185,8 +184,6 @@ def expand_paths(paths: Iterable[str], storage_options: Mapping[str, Any]) -> li
     return list(dict.fromkeys(out))
 
 
-
-
 def resolve_scan(options: Mapping[str, str]) -> ScanConfig:
     """Validate data source options and the datasets they name (driver side).
 
@@ -237,17 +234,10 @@ def resolve_scan(options: Mapping[str, str]) -> ScanConfig:
 
     # The same dataset named twice (a glob and a path) is read once.
     unique = list({ds.url: ds for ds in datasets}.values())
-    entries: list[DatasetEntry] = []
-    for ds in unique:
-        order = {e.name: i for i, e in enumerate(ds.manifest.references)}
-        regions = []
-        for text in region_texts:
-            try:
-                regions.append(ds.parse_region(text))
-            except RegionError as exc:
-                raise RegionError(f"{ds.url}: {exc}") from None
-        regions.sort(key=lambda r: (order.get(r.rname, len(order)), r.start, r.end))
-        entries.append(DatasetEntry(ds.url, ds.sample, ds.manifest.format_version, tuple(regions)))
+    entries = [
+        DatasetEntry(ds.url, ds.sample, ds.manifest.format_version, regions)
+        for ds, regions in zip(unique, _dataset_regions(unique, region_texts), strict=True)
+    ]
 
     first = entries[0]
     for e in entries[1:]:
@@ -258,6 +248,138 @@ def resolve_scan(options: Mapping[str, str]) -> ScanConfig:
             )
     check_distinct_samples(unique)
     return ScanConfig(tuple(entries), tuple(region_texts), storage_options, batch_rows, pushdown)
+
+
+def _dataset_regions(datasets: Sequence[Any], texts: Sequence[str]) -> list[tuple[Region, ...]]:
+    """Parse the region texts against each dataset's references, in header order.
+
+    A cohort need not share references (chrY, decoys, alt contigs): a dataset
+    without a region's reference simply has no records there. The region is an
+    error only when it is malformed, or when no dataset has its reference.
+    """
+    from bams3_spark.format.regions import parse_region
+
+    union: dict[str, int] = {}
+    for ds in datasets:
+        for name, length in ds.lengths.items():
+            union.setdefault(name, length)
+    for text in texts:
+        try:
+            parse_region(text, union)
+        except RegionError as exc:
+            where = datasets[0].url if len(datasets) == 1 else f"all {len(datasets)} datasets"
+            raise RegionError(f"{where}: {exc}") from None
+    out: list[tuple[Region, ...]] = []
+    for ds in datasets:
+        order = {name: i for i, name in enumerate(ds.lengths)}
+        regions = []
+        for text in texts:
+            try:
+                regions.append(ds.parse_region(text))
+            except RegionError:
+                continue  # this dataset lacks the reference (checked above: another has it)
+        regions.sort(key=lambda r: (order.get(r.rname, len(order)), r.start, r.end))
+        out.append(tuple(regions))
+    return out
+
+
+@dataclass(frozen=True)
+class PlannedChunk:
+    """A chunk object a scan reads, and the region intervals its rows must overlap.
+
+    Attributes:
+        dataset_url: The dataset prefix.
+        sample: The dataset's sample name (the ``sample`` column).
+        rname: The chunk's reference (``*`` for unplaced reads).
+        info: The chunk's index entry (path, size, SHA-256, records, bounds).
+        intervals: Region intervals (0-based half-open) a row must overlap,
+            or None when every row of the chunk is inside the regions.
+    """
+
+    dataset_url: str
+    sample: str
+    rname: str
+    info: ChunkInfo
+    intervals: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def url(self) -> str:
+        """The chunk object's URL."""
+        return self.dataset_url.rstrip("/") + "/" + self.info.path
+
+
+def _region_state(info: ChunkInfo, region: Region) -> bool | None:
+    """Whether all (True), none (False) or some (None) records of a chunk overlap ``region``."""
+    if region.unplaced or info.inside(region.start, region.end):
+        return True
+    return None if info.overlaps(region.start, region.end) else False
+
+
+def plan_dataset(
+    entry: DatasetEntry,
+    storage_options: Mapping[str, Any],
+    restricted: bool,
+    keep_reference: Callable[[str], bool] = lambda _: True,
+) -> list[PlannedChunk]:
+    """The chunks of one dataset a scan reads, in ``samtools view`` order (FORMAT.md §6).
+
+    Reads the manifest and the indexes of the references the regions name (all
+    references without regions); a chunk outside every region is never listed.
+
+    Args:
+        entry: The validated dataset.
+        storage_options: fsspec options.
+        restricted: Whether the scan has regions (then a dataset without any of
+            their references contributes nothing).
+        keep_reference: Whether a reference is wanted at all (pushed filters on
+            ``rname``); its index is not read otherwise.
+
+    Raises:
+        DatasetError: If the dataset changed since it was validated.
+    """
+    from bams3_spark.dataset.reader import DatasetReader
+
+    ds = DatasetReader.open(entry.url, **storage_options)
+    if ds.manifest.format_version != entry.format_version:
+        raise DatasetError(f"{entry.url}: dataset replaced while the query was planned")
+    by_ref: dict[str, list[Region]] = {}
+    for region in entry.regions:
+        by_ref.setdefault(region.rname, []).append(region)
+    names = list(by_ref) if restricted else [e.name for e in ds.manifest.references if e.chunks]
+    planned: list[PlannedChunk] = []
+    for rname in names:
+        if not keep_reference(rname):
+            continue
+        regions = by_ref.get(rname)
+        for info in ds.index(rname).chunks:
+            intervals: tuple[tuple[int, int], ...] | None = None
+            if regions is not None:
+                states = [_region_state(info, r) for r in regions]
+                if all(s is False for s in states):
+                    continue
+                if not any(s is True for s in states):
+                    intervals = tuple(
+                        (r.start, r.end) for r, s in zip(regions, states, strict=True) if s is None
+                    )
+            planned.append(PlannedChunk(entry.url, entry.sample, rname, info, intervals))
+    return planned
+
+
+def plan_scan(scan: ScanConfig, datasets: Sequence[DatasetEntry] | None = None) -> list[PlannedChunk]:
+    """The chunks of every dataset of ``scan`` (datasets in order), indexes read in parallel."""
+    from bams3_spark.parallel import thread_map
+
+    chosen = list(scan.datasets if datasets is None else datasets)
+    if not chosen:
+        return []
+    restricted = bool(scan.region_texts)
+    planned = thread_map(
+        lambda e: plan_dataset(e, scan.storage_options, restricted),
+        chosen,
+        min(_METADATA_THREADS, len(chosen)),
+        "bams3-plan",
+    )
+    return [c for chunks in planned for c in chunks]
 
 
 def scan_options(

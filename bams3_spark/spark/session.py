@@ -31,7 +31,7 @@ LOCAL_CONF: dict[str, str] = {
 def get_session(
     master: str | None = None, app_name: str = "bams3", conf: dict[str, Any] | None = None
 ) -> Any:
-    """Return a SparkSession with the bams3 data source registered.
+    """Return a SparkSession, with the bams3 data source registered where pyspark has the API (4.0+).
 
     Args:
         master: Spark master URL; default: the one set by spark-submit, else
@@ -41,9 +41,15 @@ def get_session(
 
     Returns:
         The (possibly already running) SparkSession.
+
+    Raises:
+        UnsupportedSparkError: For a pyspark outside 3.5-4.3.
     """
     from pyspark.sql import SparkSession
 
+    from bams3_spark.spark.compat import check_pyspark, has_data_source_api, has_filter_pushdown
+
+    check_pyspark()
     builder = SparkSession.builder.appName(app_name)
     active = SparkSession.getActiveSession()
     # Python workers default to "python3" on PATH, which may lack this package
@@ -70,9 +76,12 @@ def get_session(
     for key, value in {**settings, **(conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    for key in ("spark.sql.python.filterPushdown.enabled", "spark.sql.execution.arrow.pyspark.enabled"):
-        session.conf.set(key, "true")
-    from bams3_spark.spark.datasource import register
+    session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+    if has_filter_pushdown():
+        session.conf.set("spark.sql.python.filterPushdown.enabled", "true")
+    if has_data_source_api():
+        # format("bams3") needs pyspark 4.0+; read_bams3 works everywhere.
+        from bams3_spark.spark.datasource import register
 
-    register(session)
+        register(session)
     return session

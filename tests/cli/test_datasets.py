@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bams3_spark.format.manifest import FORMAT_VERSION
 from tests.support.bamgen import empty_bam, unsorted_bam
 from tests.support.cli import run_bams3
 from tests.support.oracles import samtools
@@ -60,7 +61,7 @@ def test_info_json_and_validate(multi_bam: Path, tmp_path: Path) -> None:
     assert run_bams3(["convert", "--quiet", "--chunk-size", "256K", str(multi_bam), str(out)]).returncode == 0
     info = json.loads(run_bams3(["info", "--json", str(out)]).stdout)
     assert info["records"] == int(samtools("view", "-c", str(multi_bam)))
-    assert info["format_version"] == "1.0" and info["sample"] == "sampleA"
+    assert info["format_version"] == FORMAT_VERSION and info["sample"] == "sampleA"
     assert "records" in run_bams3(["info", str(out)]).stdout
     ok = run_bams3(["validate", str(out)])
     assert ok.returncode == 0 and "OK" in ok.stdout

@@ -40,7 +40,8 @@ from bams3_spark.exceptions import (
 from bams3_spark.format.schema import COLUMNS, RECORD_SCHEMA
 from bams3_spark.query import sam_bytes
 from bams3_spark.spark import bams3_schema, read_bams3, register
-from bams3_spark.spark.datasource import Bams3DataSource, Bams3Reader, Bams3ScanReader
+from bams3_spark.spark.datasource import Bams3DataSource, Bams3Reader, Bams3ScanReader, load_bams3
+from bams3_spark.spark.scan import scan_options
 from tests.support.oracles import ROOT, samtools
 
 pytestmark = [
@@ -119,6 +120,11 @@ def spark_filter(df: Any) -> str | None:
     plan = str(df._jdf.queryExecution().executedPlan().toString())
     found = re.search(r"\bFilter\b.*", plan)
     return found.group(0) if found else None
+
+
+def pushed(spark: Any, paths: Any, region: str | None = None, columns: list[str] | None = None) -> Any:
+    """The data source with filter pushdown (``format("bams3")``, option ``pushdown``)."""
+    return load_bams3(spark, scan_options(paths, region, pushdown=True), columns)
 
 
 def sam_text(df: Any) -> str:
@@ -204,7 +210,7 @@ def test_pushed_mapq_and_spark_side_flag_filters_equal_samtools(
 ) -> None:
     region = "chr1:100000-800000"
     df = (
-        read_bams3(spark, ds_a, region=region)
+        pushed(spark, ds_a, region=region)
         .filter(F.col("mapq") >= 30)
         .filter(F.col("flag").bitwiseAND(0x904) == 0)
     )
@@ -215,7 +221,7 @@ def test_pushed_mapq_and_spark_side_flag_filters_equal_samtools(
 
 
 def test_pushed_filters_equal_samtools_expressions(spark: Any, ds_a: str, bam_a: str) -> None:
-    df = read_bams3(spark, ds_a)
+    df = pushed(spark, ds_a)
     cases = [
         (df.filter((F.col("rname") == "chr2") & (F.col("pos") >= 300000) & (F.col("pos") <= 650000)),
          ["chr2"], "pos >= 300000 && pos <= 650000"),
@@ -236,7 +242,7 @@ def test_pushed_filters_equal_samtools_expressions(spark: Any, ds_a: str, bam_a:
     assert either.count() == samtools_count(bam_a, [], "-e", "mapq < 10 || exists([SA])")
     assert spark_filter(either) is not None
     # Spark 4.1-4.3 would reuse the last pushed plan for a query pushing no
-    # filter; the guard filter of read_bams3 makes every query plan afresh.
+    # filter; the guard filter of load_bams3 makes every query plan afresh.
     assert df.count() == samtools_count(bam_a)
     qnames = {line.split("\t", 1)[0] for line in samtools("view", bam_a).splitlines()}
     assert df.select("qname").distinct().count() == len(qnames)
@@ -272,7 +278,7 @@ def test_pushfilters_returns_exactly_the_filters_it_does_not_apply(ds_a: str, ba
     returned = list(reader.pushFilters(kept + left))
     assert len(returned) == len(left) and all(a is b for a, b in zip(returned, left, strict=True))
     parts = reader.partitions()
-    assert {p.rname for p in parts} == {"chr2"}
+    assert {p.chunk.rname for p in parts} == {"chr2"}
     rows = pa.Table.from_batches([b for p in parts for b in reader.read(p)])
     expr = 'mapq >= 30 && flag != 4 && flag != 16 && qname =~ "^r1" && pos < 600000'
     assert rows.num_rows == samtools_count(bam_a, ["chr2"], "-e", expr)
@@ -281,7 +287,7 @@ def test_pushfilters_returns_exactly_the_filters_it_does_not_apply(ds_a: str, ba
 def test_chunk_pruning_is_visible_in_the_number_of_partitions(spark: Any, cohort: dict[str, Any]) -> None:
     ds_a = cohort["datasets"]["sampleA"]
     ds = open_dataset(ds_a)
-    df = read_bams3(spark, ds_a)
+    df = pushed(spark, ds_a)
     assert df.rdd.getNumPartitions() == ds.manifest.chunk_count
     assert df.filter(F.col("rname") == "chr2").rdd.getNumPartitions() == ds.reference_entry("chr2").chunks
     # pos bounds prune by the index's min/max start.
@@ -290,7 +296,7 @@ def test_chunk_pruning_is_visible_in_the_number_of_partitions(spark: Any, cohort
     assert late.rdd.getNumPartitions() == len(expected) < ds.reference_entry("chr1").chunks
     nothing = df.filter(F.col("pos") < 0)
     assert nothing.rdd.getNumPartitions() == 1 and nothing.count() == 0
-    one = read_bams3(spark, cohort["glob"]).filter(F.col("sample") == "sampleB")
+    one = pushed(spark, cohort["glob"]).filter(F.col("sample") == "sampleB")
     assert one.rdd.getNumPartitions() == open_dataset(cohort["datasets"]["sampleB"]).manifest.chunk_count
 
 
@@ -396,7 +402,7 @@ def broken(cohort: dict[str, Any]) -> dict[str, str]:
     newer = root / "newer.bams3"
     shutil.copytree(src, newer)
     manifest = json.loads((newer / "bams3.json").read_text())
-    manifest["format_version"], manifest["sample"] = "1.1", "sampleV"
+    manifest["format_version"], manifest["sample"] = "1.0", "sampleV"
     (newer / "bams3.json").write_text(json.dumps(manifest))
     return {"empty": str(empty), "incomplete": str(incomplete), "newer": str(newer)}
 

@@ -1,0 +1,268 @@
+"""Distributed genotyping: allele counts at sites across a cohort with Spark (``jobs/genotype.py``).
+
+:func:`genotype_dataframe` returns the table of the local engine
+(:func:`bams3_spark.genotype.engine.genotype_table`) as a DataFrame, row for
+row; :func:`run_genotype` writes it as Parquet or TSV partitioned by sample,
+or as one multi-sample bgzipped, tabix-indexed VCF.
+
+How the work is split (Spark 3.5 to 4.x: only ``sc.parallelize``,
+``mapInArrow`` and ``applyInPandas``):
+
+1. **Plan, one task per sample.** Each task opens its dataset (manifest and
+   the indexes of the references with sites) and cuts its sites into units:
+   groups of sites and the chunk objects holding their reads
+   (:func:`~bams3_spark.genotype.engine.plan_units`). The sites travel as a
+   broadcast; the driver reads only the sites file and the first manifest.
+2. **Count, one task per few units.** Each unit reads only its chunks, only
+   the counting's columns, and runs the local engine, so counts are those of
+   ``bams3 genotype``. No record becomes a Spark row: only counts leave.
+3. **VCF, one group per block of sites.** Counts are grouped by blocks of
+   consecutive sites (``applyInPandas``); each group writes its VCF lines for
+   every sample as a BGZF part. The driver streams the parts in site order
+   into one file (BGZF members concatenate), adds the end block and indexes
+   it: it holds one compressed part at a time, never per-read data.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from bams3_spark.exceptions import InvalidArgumentError
+from bams3_spark.genotype.engine import SCHEMA, Unit, load_sites
+from bams3_spark.genotype.options import GenotypeOptions
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from bams3_spark.genotype.sites import Sites
+
+#: Output formats of :func:`run_genotype`.
+FORMATS = ("parquet", "tsv", "vcf")
+#: Site-by-sample cells per VCF block (one reduce group).
+VCF_BLOCK_CELLS = 200_000
+
+_UNIT_SCHEMA = "sidx int, sample string, lo long, hi long, unit binary"
+
+
+def _spark_schema() -> str:
+    import pyarrow as pa
+
+    cols = ", ".join(f"`{f.name}` {'string' if pa.types.is_string(f.type) else 'int'}" for f in SCHEMA)
+    return f"sidx int, idx long, {cols}"
+
+
+def _plan(sites_bc: Any, storage_options: Mapping[str, Any]) -> Any:
+    """Planning (executors): each item is (dataset index, URL); yields its units."""
+
+    def run(item: tuple[int, str, str]) -> Iterator[tuple[Any, ...]]:
+        from bams3_spark.dataset.reader import DatasetReader
+        from bams3_spark.genotype.engine import plan_units
+        from bams3_spark.spark.cohort import with_sample
+
+        sidx, url, sample = item
+        ds = with_sample(DatasetReader.open(url, **storage_options), sample)
+        sites = sites_bc.value
+        sites.check_references(dict(ds.lengths), ds.url)  # unknown references fail here
+        units = plan_units(ds, sites)
+        if not units:
+            yield (sidx, ds.sample, 0, 0, None)
+        for u in units:
+            yield (sidx, ds.sample, u.lo, u.hi, pickle.dumps(u))
+
+    return run
+
+
+def _count(sites_bc: Any, options: GenotypeOptions) -> Any:
+    """Counting (executors): each row is one unit; yields its rows of counts."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import numpy as np
+        import pyarrow as pa
+
+        from bams3_spark.genotype.engine import count_positions, counts_table, read_unit_records
+
+        sites = sites_bc.value
+        chroms = sites.chrom_of()
+        for batch in batches:
+            for row in batch.to_pylist():
+                if row["unit"] is None:
+                    continue
+                unit: Unit = pickle.loads(row["unit"])
+                lo, hi = unit.lo, unit.hi
+                table = read_unit_records(unit, options.columns)
+                counts = count_positions(table, sites.pos[lo:hi], options, unit.rname, unit.ds.url)
+                t = counts_table(row["sample"], chroms[lo:hi], sites.pos[lo:hi], counts)
+                t = t.add_column(0, "idx", pa.array(np.arange(lo, hi, dtype=np.int64)))
+                t = t.add_column(0, "sidx", pa.array([row["sidx"]] * (hi - lo), pa.int32()))
+                yield from t.to_batches()
+
+    return run
+
+
+def _prepare(
+    spark: Any, paths: Sequence[str], sites: str | Sites, options: GenotypeOptions,
+    storage_options: Mapping[str, Any], manifest: str | None = None,
+) -> tuple[Any, list[str], Sites, Any, list[str]]:
+    """(counts DataFrame, samples in cohort order, sites, first dataset, warnings)."""
+    from bams3_spark.dataset.reader import DatasetReader
+    from bams3_spark.spark.cohort import resolve_cohort
+
+    sc = spark.sparkContext
+    cores = max(1, int(sc.defaultParallelism))
+    # Paths, URLs, globs and --manifest; manifests read, duplicate samples refused (one line).
+    cohort = resolve_cohort(list(paths), manifest, storage_options, parallelism=cores)
+    st = load_sites(sites, storage_options)
+    first = DatasetReader.open(cohort.samples[0].url, **storage_options)
+    warns = st.check_references(dict(first.lengths), first.url)  # fail early on a bad sites file
+    sites_bc = sc.broadcast(st)
+    items = [(s.index, s.url, s.sample) for s in cohort.samples]
+    planned = sc.parallelize(items, max(1, min(len(items), 4 * cores)))
+    units = spark.createDataFrame(planned.flatMap(_plan(sites_bc, dict(storage_options))), _UNIT_SCHEMA)
+    units = units.localCheckpoint(eager=True)
+    n_units = units.count()
+    parts = max(1, min(n_units, 4 * int(sc.defaultParallelism)))
+    counts = units.repartition(parts).mapInArrow(_count(sites_bc, options), _spark_schema())
+    return counts, cohort.names, st, first, warns
+
+
+def genotype_dataframe(
+    spark: Any,
+    paths: str | Sequence[str],
+    sites: str | Sites,
+    options: GenotypeOptions | None = None,
+    *,
+    manifest: str | None = None,
+    **storage_options: Any,
+) -> Any:
+    """Allele counts of one or many datasets at sites, as a DataFrame.
+
+    The columns and rows (datasets in order, then sites in file order) of
+    :func:`bams3_spark.genotype.engine.genotype_table`. ``paths`` may hold
+    URLs and quoted globs; ``manifest`` is a sample sheet
+    (:func:`bams3_spark.spark.cohort.parse_sample_sheet`).
+    """
+    opts = options or GenotypeOptions()
+    frame, _, _, _, _ = _prepare(spark, [paths] if isinstance(paths, str) else list(paths), sites, opts,
+                                 storage_options, manifest)
+    return frame.orderBy("sidx", "idx").select(*SCHEMA.names)
+
+
+def _vcf_block(sites_bc: Any, samples: list[str]) -> Any:
+    """VCF lines of one block of sites, every sample, as a BGZF part (executors)."""
+
+    def run(df: Any) -> Any:
+        import numpy as np
+        import pandas as pd
+
+        from bams3_spark.genotype.engine import COUNT_COLUMNS
+        from bams3_spark.genotype.output import bgzf_bytes, vcf_lines
+
+        sites = sites_bc.value
+        lo, hi = int(df["idx"].min()), int(df["idx"].max()) + 1
+        n = hi - lo
+        counts = []
+        for s in range(len(samples)):
+            c = np.zeros((n, len(COUNT_COLUMNS), 2), dtype=np.int64)
+            rows = df[df["sidx"] == s]
+            at = rows["idx"].to_numpy() - lo
+            for k, name in enumerate(COUNT_COLUMNS):
+                c[at, k, 0] = rows[f"{name}_fwd"].to_numpy()
+                c[at, k, 1] = rows[f"{name}_rev"].to_numpy()
+            counts.append(c)
+        chroms = sites.chrom_of()
+        text = vcf_lines(chroms, sites, lo, hi, counts)
+        return pd.DataFrame({"block": [int(df["block"].iloc[0])], "part": [bgzf_bytes(text)]})
+
+    return run
+
+
+def _write_vcf(spark: Any, counts: Any, samples: list[str], sites: Sites, first: Any, out: str,
+               storage_options: Mapping[str, Any]) -> None:
+    from pyspark.sql import functions as F  # noqa: N812 - Spark's convention
+
+    from bams3_spark.genotype.output import bgzf_bytes, index_vcf, vcf_header
+    from bams3_spark.io.bgzf import EOF_BLOCK
+    from bams3_spark.io.storage import Storage, replacing
+
+    block = max(1, VCF_BLOCK_CELLS // max(1, len(samples)))
+    sites_bc = spark.sparkContext.broadcast(sites)
+    parts = (
+        counts.withColumn("block", (F.col("idx") / F.lit(block)).cast("long"))
+        .groupBy("block")
+        .applyInPandas(_vcf_block(sites_bc, samples), "block long, part binary")
+        .orderBy("block")
+    )
+    remote = "://" in out and not out.startswith("file://")
+    local = tempfile.mkdtemp(prefix="bams3-vcf-") if remote else None
+    path = os.path.join(local, "out.vcf.gz") if local else out.removeprefix("file://")
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(bgzf_bytes(vcf_header(first.references, samples)))
+        for row in parts.toLocalIterator():
+            fh.write(bytes(row["part"]))
+        fh.write(EOF_BLOCK)
+    index_vcf(path)
+    if local:
+        parent, name = out.rstrip("/").rsplit("/", 1)
+        dest = Storage(parent, **storage_options)
+        with open(path, "rb") as f:
+            dest.write_bytes(name, f.read())
+        with open(path + ".tbi", "rb") as f:
+            dest.write_bytes(name + ".tbi", f.read())
+
+
+def run_genotype(
+    spark: Any,
+    paths: Sequence[str],
+    sites: str | Sites,
+    out: str,
+    *,
+    fmt: str = "parquet",
+    options: GenotypeOptions | None = None,
+    overwrite: bool = False,
+    manifest: str | None = None,
+    **storage_options: Any,
+) -> list[str]:
+    """Count alleles of datasets at sites and write them to ``out``; return warnings (sites past an end).
+
+    Formats:
+
+    - ``parquet``: ``out/sample=NAME/part-*.parquet``, the columns of
+      :func:`genotype_dataframe` but ``sample``, sites in file order (Spark
+      escapes characters such as ``:`` in NAME: ``%3A``).
+    - ``tsv``: the same as tab-separated text with a header line per file.
+    - ``vcf``: one bgzipped multi-sample VCF at ``out`` (and ``out.tbi``),
+      FORMAT ``DP:AD``, samples in dataset order, sites in file order, as
+      ``bams3 genotype -o out.vcf.gz`` writes it.
+
+    Raises:
+        InvalidArgumentError: For an unknown format.
+        FileExistsError: If ``out`` exists and ``overwrite`` is False.
+        SitesError, Bams3Error, OSError: For a bad sites file, datasets or storage.
+    """
+    from bams3_spark.io.storage import Storage
+
+    if fmt not in FORMATS:
+        raise InvalidArgumentError(f"unknown format {fmt!r}; formats are {', '.join(FORMATS)}")
+    if not overwrite and Storage(out, **storage_options).exists():
+        raise FileExistsError(f"{out}: already exists (use --overwrite to replace it)")
+    opts = options or GenotypeOptions()
+    counts, samples, st, first, warns = _prepare(spark, list(paths), sites, opts, storage_options, manifest)
+    if fmt == "vcf":
+        _write_vcf(spark, counts, samples, st, first, out, storage_options)
+        return warns
+    mode = "overwrite" if overwrite else "errorifexists"
+    n = max(1, min(len(samples), 4 * int(spark.sparkContext.defaultParallelism)))
+    frame = counts.repartition(n, "sample").sortWithinPartitions("sample", "idx").select(*SCHEMA.names)
+    writer = frame.write.mode(mode).partitionBy("sample")
+    if fmt == "tsv":
+        writer.option("sep", "\t").option("header", True).csv(out)
+    else:
+        writer.parquet(out)
+    return warns
+
+
+__all__ = ["FORMATS", "genotype_dataframe", "run_genotype"]

@@ -1,0 +1,181 @@
+"""The Spark genotyping job (bams3_spark.spark.genotype_job, ``jobs/genotype.py``) against ``bams3 genotype``.
+
+The local engine is checked against ``samtools mpileup -B`` in
+tests/genotype/test_engine.py; here the job's DataFrame must equal its table
+row for row, and each output (Parquet and TSV per sample, the multi-sample
+VCF) what ``bams3 genotype`` writes. One test runs ``spark-submit
+jobs/genotype.py`` on the session's standalone cluster.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from chispa import assert_df_equality
+
+from bams3_spark.cli import main as bams3
+from bams3_spark.convert import convert
+from bams3_spark.genotype.engine import genotype_table
+from bams3_spark.genotype.options import GenotypeOptions
+from bams3_spark.spark.genotype_job import genotype_dataframe, run_genotype
+from tests.genotype.bams import make_genotype_bam
+from tests.support.oracles import ROOT
+from tests.support.spark_cluster import spark_submit
+
+pytestmark = pytest.mark.spark
+
+JOB = ROOT / "jobs" / "genotype.py"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sparkgeno")
+
+
+@pytest.fixture(scope="module")
+def cohort(work: Path) -> list[str]:
+    """Two samples in small chunks (units span several chunk objects)."""
+    out = []
+    for seed, name in ((15, "s1"), (16, "s2:x")):
+        bam = make_genotype_bam(work / f"{seed}.bam", seed=seed, sample=name)
+        ds = str(work / f"{seed}.bams3")
+        convert(str(bam), ds, chunk_size="256K", max_chunk_records=150)
+        out.append(ds)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bed(work: Path) -> str:
+    path = work / "sites.bed"
+    path.write_text("chr1\t0\t3000\nHLA-DRB1*15:01:01:01\t100\t1550\nchrUn:12-34*\t10\t20\n")
+    return str(path)
+
+
+def test_dataframe_equals_local_table(spark: Any, cohort: list[str], bed: str) -> None:
+    options = GenotypeOptions(min_mapping_quality=5)
+    with pytest.warns(UserWarning, match="past"):
+        expected = genotype_table(cohort, bed, options)
+    got = genotype_dataframe(spark, cohort, bed, options)
+    assert got.columns == expected.schema.names
+    assert_df_equality(got, spark.createDataFrame(expected), ignore_nullable=True)
+
+
+def test_outputs_equal_bams3_genotype(spark: Any, cohort: list[str], bed: str, work: Path) -> None:
+    local_vcf = work / "local.vcf.gz"
+    assert bams3(["genotype", *cohort, "--sites", bed, "-o", str(local_vcf), "--quiet"]) == 0
+    job_vcf = work / "job.vcf.gz"
+    assert "past its end" in run_genotype(spark, cohort, bed, str(job_vcf), fmt="vcf")[0]
+    with gzip.open(local_vcf, "rt") as a, gzip.open(job_vcf, "rt") as b:
+        assert a.read() == b.read()
+    subprocess.run(["bcftools", "view", "-H", "-r", "chr1:100-110", str(job_vcf)], check=True,
+                   capture_output=True)
+
+    tsv_dir = work / "tsv"
+    run_genotype(spark, cohort, bed, str(tsv_dir), fmt="tsv")
+    for ds, sample in zip(cohort, ("s1", "s2:x"), strict=True):
+        local = work / f"{sample}.tsv"
+        assert bams3(["genotype", ds, "--sites", bed, "-o", str(local), "--quiet"]) == 0
+        want = [line.split("\t", 1)[1] for line in local.read_text().splitlines()]
+        # Spark escapes ':' (and other path characters) in partition directory names.
+        parts = sorted((tsv_dir / f"sample={sample.replace(':', '%3A')}").glob("part-*"))
+        assert len(parts) == 1
+        assert parts[0].read_text().splitlines() == want
+
+    pq_dir = work / "pq"
+    run_genotype(spark, cohort, bed, str(pq_dir), fmt="parquet")
+    table = pq.read_table(pq_dir / "sample=s1")
+    with pytest.warns(UserWarning, match="past"):
+        expected = genotype_table(cohort[0], bed)
+    assert table.drop_columns([c for c in table.column_names if c == "sample"]).to_pylist() == \
+        expected.drop_columns(["sample"]).to_pylist()
+    with pytest.raises(FileExistsError):
+        run_genotype(spark, cohort, bed, str(pq_dir), fmt="parquet")
+
+
+def test_job_errors_are_one_line(spark: Any, cohort: list[str], work: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("genotype_job_script", JOB)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    main = module.main
+    bad = work / "bad.bed"
+    bad.write_text("chr1\t10\t20\nnochr\t5\t6\n")
+    assert main([*cohort, "--sites", str(bad), "--out", str(work / "x"), "--master", "local[2]"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "line 2: reference 'nochr' is not in" in err[0], err
+    sheet = work / "samples.tsv"
+    sheet.write_text(f"dup\t{cohort[0]}\ndup\t{cohort[1]}\n")
+    assert main(["--manifest", str(sheet), "--sites", str(work / "sites.bed"), "--out", str(work / "y"),
+                 "--master", "local[2]"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sample 'dup' appears twice" in err[0], err
+
+
+@pytest.fixture(scope="module")
+def cluster(standalone: tuple[str, Path]) -> str:
+    """The session's standalone cluster (conftest.py): its master URL."""
+    return standalone[0]
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(shutil.which("java") is None, reason="no java")
+def test_spark_submit_on_a_standalone_cluster(
+    cluster: str, cohort: list[str], bed: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "cohort.vcf.gz"
+    args = [*cohort, "--sites", bed, "--out", str(out), "--format", "vcf"]
+    proc = spark_submit(cluster, JOB, args, tmp_path)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, "\n".join(line for line in text.splitlines() if " INFO " not in line)[-4000:]
+    local = tmp_path / "local.vcf.gz"
+    assert bams3(["genotype", *cohort, "--sites", bed, "-o", str(local), "--quiet"]) == 0
+    with gzip.open(local, "rt") as a, gzip.open(out, "rt") as b:
+        assert a.read() == b.read()
+    assert (tmp_path / "cohort.vcf.gz.tbi").exists()
+
+
+def test_glob_and_manifest_inputs(spark: Any, cohort: list[str], bed: str, work: Path) -> None:
+    """Inputs as the other cohort jobs take them: quoted globs, and a sheet naming the samples."""
+    sheet = work / "named.tsv"
+    sheet.write_text(f"sample\tdataset\nfirst\t{cohort[1]}\nsecond\t{cohort[0]}\n")
+    got = genotype_dataframe(spark, [], bed, manifest=str(sheet))
+    rows = got.select("sample").distinct().collect()
+    assert sorted(r["sample"] for r in rows) == ["first", "second"]
+    assert got.first()["sample"] == "first"
+    by_glob = genotype_dataframe(spark, [str(work / "1*.bams3")], bed)
+    assert [r["sample"] for r in by_glob.select("sample").distinct().collect()] != []
+    assert by_glob.count() == genotype_dataframe(spark, cohort, bed).count()
+
+
+def test_fingerprint_recipe(spark: Any, cohort: list[str], work: Path) -> None:
+    """The README's recipe finds a sample listed twice under two names (a swap/duplicate)."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    sites = work / "fp.bed"
+    sites.write_text("chr1\t0\t3000\nHLA-DRB1*15:01:01:01\t0\t1500\nchrUn:12-34*\t0\t1200\n")
+    sheet = work / "fp.tsv"
+    sheet.write_text(f"A\t{cohort[0]}\nB\t{cohort[1]}\nC\t{cohort[0]}_copy\n")
+    shutil.copytree(cohort[0], cohort[0] + "_copy", dirs_exist_ok=True)
+    out = work / "fp"
+    run_genotype(spark, [], str(sites), str(out), manifest=str(sheet), overwrite=True)
+
+    g = spark.read.parquet(str(out))  # sample, chrom, pos, depth, A, C, G, T, ...
+    calls = g.where("depth >= 3").select(
+        "sample", "chrom", "pos",
+        F.array_sort(F.filter(F.array(*[F.when(F.col(b) >= 0.2 * F.col("depth"), F.lit(b)) for b in "ACGT"]),
+                              lambda x: x.isNotNull())).alias("gt"))
+    pairs = (calls.alias("a").join(calls.alias("b"), ["chrom", "pos"]).where("a.sample < b.sample")
+             .groupBy(F.col("a.sample").alias("sample_a"), F.col("b.sample").alias("sample_b"))
+             .agg(F.count("*").alias("sites"),
+                  F.avg((F.col("a.gt") == F.col("b.gt")).cast("int")).alias("concordance")))
+    got = {(r["sample_a"], r["sample_b"]): (r["sites"], r["concordance"]) for r in pairs.collect()}
+    assert got[("A", "C")][1] == 1.0 and got[("A", "C")][0] > 500
+    assert got[("A", "B")][1] < 0.8 and got[("B", "C")][1] < 0.8
