@@ -80,14 +80,16 @@ def cohort(source: Path, root: Path, n: int) -> list[str]:
 
 
 _PLAN = """
-import json, resource, sys, time
+import json, sys, time
 t0 = time.perf_counter()
 from bams3_spark.spark.cohort import bundle, plan_units, resolve_cohort
 cohort = resolve_cohort([sys.argv[1]], parallelism=2)
 units = plan_units(cohort, 2)
 groups = bundle(units, 8)
+# VmHWM: this process's own peak (ru_maxrss would inherit the parent's peak at fork).
+hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:"))
 print(json.dumps({"seconds": time.perf_counter() - t0, "units": len(units), "tasks": len(groups),
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mb": hwm / 1024}))
 """
 
 
@@ -125,18 +127,18 @@ def local_coverage(paths: Sequence[str], work: Path) -> tuple[float, float]:
 
 def check_same(parquet: Path, paths: Sequence[str], work: Path) -> str:
     """The Spark job's window means equal `bams3 coverage`'s regions files, sample by sample."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     t = pq.read_table(parquet)
-    names = ("sample", "rname", "start", "end", "mean_depth")
-    rows = zip(*(t.column(c).to_pylist() for c in names), strict=True)
-    lines: dict[str, list[str]] = {}
-    for s, r, a, b, m in rows:
-        lines.setdefault(s, []).append(f"{r}\t{a}\t{b}\t{m:.2f}\n")
+    samples = t.column("sample")
     for p in paths:
         sample = Path(p).name.removesuffix(".bams3")
+        part = t.filter(pc.equal(samples, sample))
+        cols = (part.column(c).to_pylist() for c in ("rname", "start", "end", "mean_depth"))
+        text = "".join(f"{r}\t{a}\t{b}\t{m:.2f}\n" for r, a, b, m in zip(*cols, strict=True))
         with gzip.open(work / "b3" / f"c.{sample}.regions.bed.gz", "rt") as fh:
-            if "".join(lines.get(sample, [])) != fh.read():
+            if text != fh.read():
                 raise SystemExit(f"{sample}: Spark window means differ from bams3 coverage")
     return f"identical ({len(paths)} samples)"
 
