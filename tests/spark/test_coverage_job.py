@@ -217,15 +217,21 @@ def cluster(standalone: tuple[str, Path]) -> str:
 
 @pytest.mark.cluster
 @pytest.mark.skipif(shutil.which("java") is None, reason="no java")
-def test_spark_submit_on_a_standalone_cluster(cluster: str, mates_ds: str, multi_ds: str,
-                                             tmp_path: Path) -> None:
+def test_spark_submit_on_a_standalone_cluster(cluster: str, mates_ds: str, multi_ds: str, cohort: list[str],
+                                             work: Path, tmp_path: Path) -> None:
+    """52 samples (the 50-sample cohort is the mate-overlap pile-up 50 times) with at most 1 MB of task
+    results on the driver: per-read mate state never reaches it (collecting the cohort's did)."""
     out = tmp_path / "cov.parquet"
-    # 1 MB of task results at most: per-read mate state never reaches the driver.
-    proc = spark_submit(cluster, JOB, [mates_ds, multi_ds, "--by", "1000", "--out", str(out)], tmp_path,
-                        conf={"spark.driver.maxResultSize": "1m"})
+    args = [mates_ds, multi_ds, str(work / "cohort" / "S*.bams3"), "--by", "1000", "--out", str(out)]
+    proc = spark_submit(cluster, JOB, args, tmp_path, conf={"spark.driver.maxResultSize": "1m"})
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, "\n".join(line for line in text.splitlines() if " INFO " not in line)[-4000:]
+    assert "52 sample(s)" in text
     got = pq.read_table(out)
     expected = coverage_table([mates_ds, multi_ds], by=1000)
     assert got.schema.names == expected.schema.names
-    assert got.to_pylist() == expected.to_pylist()
+    assert got.slice(0, expected.num_rows).to_pylist() == expected.to_pylist()
+    one = coverage_table(cohort[0], by=1000)
+    rest = got.slice(expected.num_rows)
+    assert rest.num_rows == 50 * one.num_rows
+    assert rest.column("mean_depth").to_pylist() == one.column("mean_depth").to_pylist() * 50

@@ -1,4 +1,4 @@
-"""The ``bams3`` Spark data source and the cohort query job, against samtools.
+"""The ``bams3`` Spark data source, against samtools (the cohort query job: tests/spark/test_query_job.py).
 
 Every expected count or record comes from the real ``samtools`` (1.16) run on
 the source BAMs: ``idxstats`` for per-contig counts, ``view -c`` with the same
