@@ -68,6 +68,12 @@ bench: $(STAMP)
 #     build it with the Python the nodes have at the same path (make dist PYTHON=/usr/bin/python3.11).
 #   $(DIST)/jobs/*.py                  the job scripts to upload next to them
 # DIST_EXTRAS adds packages to the archive, e.g. gcsfs for gs:// datasets on Dataproc.
+# Platform recipes (docs/sections/deploy.md, "Platforms"; pyspark comes from the cluster, 3.5-4.3):
+#   EMR 7.x (emr-7.13.0, Spark 3.5.6), EMR 8.0 (emr-spark-8.0.0, Spark 4.0.2):
+#       make dist; aws s3 sync dist/ s3://BUCKET/bams3/dist/ --exclude env.tar.gz
+#       conf/emr/bootstrap.sh builds /opt/bams3/venv with python3.11 (EMR 7.x's python3 is 3.9)
+#   Dataproc 2.2/2.3 (Spark 3.5), 3.0 (Spark 4.0), on a cluster node (the archive links its python):
+#       make dist PYTHON="$$(command -v python3)" DIST_EXTRAS=gcsfs; then conf/dataproc/submit.sh
 DIST ?= dist
 DIST_EXTRAS ?=
 # gzip level of env.tar.gz (venv-pack's default is 4; 1 packs several times faster, a little larger).

@@ -63,6 +63,7 @@ def main() -> int:
         [py, "bench_genotype.py", str(dataset), str(bam), str(out / "genotype"), "--repeat", repeat],
         [py, "bench_spark_scan.py", str(bam), str(dataset)],
         [py, "bench_spark_convert.py", str(bam), str(out / "spark-convert")],
+        [py, "bench_cohort.py", str(bam), str(dataset), str(out / "cohort")],
     ]
     results = [f"machine load before the run: {_load()}\n"]
     print(results[0], flush=True)

@@ -380,10 +380,10 @@ def plan_units(
     """Cut a cohort into units of work, in output order (samples, references in header order, runs).
 
     With at least :data:`SAMPLES_PER_CORE` samples per core, each sample is
-    one unit. Otherwise each reference holding reads is one, and a reference
-    larger than its share of the work (total bytes over
-    ``UNITS_PER_CORE * parallelism``) is cut into runs of consecutive chunks
-    by their sizes in the index (only those indexes are read).
+    one unit. Otherwise each reference is one, and a reference larger than
+    one core's share of the work (total bytes over ``parallelism``) is cut
+    into runs of about a third of that share, by the chunk sizes in its index
+    (only those indexes are read).
 
     Args:
         cohort: The cohort (with per-reference totals unless every sample is a unit).
@@ -397,7 +397,11 @@ def plan_units(
     if by_sample(len(cohort), parallelism) or not any(s.references for s in cohort.samples):
         return [Unit(s.sample, s.url, s.index, bytes=s.bytes) for s in cohort.samples]
     total = sum(s.bytes for s in cohort.samples)
-    budget = max(1.0, total / (UNITS_PER_CORE * max(1, parallelism)))
+    # Only a reference larger than one core's share is split (counting a run
+    # alone and resolving its mates costs about twice the CPU of counting the
+    # reference whole), into runs of a fraction of that share.
+    share = total / max(1, parallelism)
+    budget = max(1.0, share / UNITS_PER_CORE)
     sizes_of = chunk_sizes or _index_sizes(cohort.storage_options)
     units: list[Unit] = []
     for s in cohort.samples:
@@ -406,7 +410,7 @@ def plan_units(
             continue
         # Every reference, empty ones too: their (zero) rows come from their unit.
         for tid, ref in enumerate(s.references):
-            if not split_references or ref.bytes <= budget or ref.chunks < 2:
+            if not split_references or ref.bytes <= share or ref.chunks < 2:
                 units.append(Unit(s.sample, s.url, s.index, ref.name, tid, bytes=ref.bytes))
                 continue
             sizes = sizes_of(s.url, ref.name)

@@ -80,7 +80,7 @@ class _Plan:
 
 def _plan(
     spark: Any, paths: Sequence[str], manifest: str | None, by: int | None, options: CoverageOptions,
-    storage_options: Mapping[str, Any], split: bool = True,
+    storage_options: Mapping[str, Any], split: bool = True, cores: int | None = None,
 ) -> _Plan:
     from pyspark.sql.types import StructType
 
@@ -96,13 +96,14 @@ def _plan(
 
     _check_by(by)
     t0 = time.monotonic()
-    cores = max(1, int(spark.sparkContext.defaultParallelism))
+    cores = max(1, int(cores or spark.sparkContext.defaultParallelism))
     cohort = resolve_cohort(list(paths), manifest, storage_options, parallelism=cores)
     units = plan_units(cohort, cores, split_references=split)
     whole = [u for u in units if not u.split]
     runs = [u for u in units if u.split]
     groups = bundle(whole, TASKS_PER_CORE * cores)
-    costs = JobCosts(samples=len(cohort), tasks=len(groups) + len(runs))
+    costs = JobCosts(samples=len(cohort), tasks=len(groups) + len(runs),
+                     planning_seconds=time.monotonic() - t0)
     acc = accumulator(spark)
     spec = CoverageSpec(options, by, dict(storage_options))
     from pyspark.sql.pandas.types import from_arrow_schema
@@ -118,7 +119,6 @@ def _plan(
                    .groupBy("sample", "sidx", "tid", "rname").applyInPandas(reduce_groups(spec), schema))
         costs.tasks += n_refs
         frame = frame.unionByName(reduced) if groups else reduced
-    costs.planning_seconds = time.monotonic() - t0
     return _Plan(frame, not runs, costs, acc)
 
 
@@ -130,6 +130,7 @@ def coverage_dataframe(
     *,
     manifest: str | None = None,
     split: bool = True,
+    cores: int | None = None,
     **storage_options: Any,
 ) -> Any:
     """Coverage of one or many datasets as a Spark DataFrame.
@@ -142,6 +143,7 @@ def coverage_dataframe(
         options: Counting options (default: mosdepth's).
         manifest: A sample sheet (:func:`bams3_spark.spark.cohort.parse_sample_sheet`).
         split: Allow splitting a reference into runs of chunks (few samples).
+        cores: Plan for this many cores (default: Spark's default parallelism).
         **storage_options: ``endpoint_url``, ``anon``, ``profile``...
 
     Returns:
@@ -156,7 +158,7 @@ def coverage_dataframe(
         Bams3Error, OSError: For unusable datasets (checked before any task).
     """
     plan = _plan(spark, [paths] if isinstance(paths, str) else list(paths), manifest, by,
-                 options or CoverageOptions(), storage_options, split)
+                 options or CoverageOptions(), storage_options, split, cores)
     value = "mean_depth" if by is not None else "depth"
     return plan.frame.orderBy("sidx", "tid", "start").select("sample", "rname", "start", "end", value)
 

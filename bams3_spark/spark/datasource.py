@@ -2,8 +2,12 @@
 
 ``spark.read.format("bams3").load(path)`` reads one dataset, a list of paths or
 a glob of dataset prefixes (a cohort) with pyspark's Python Data Source API
-(pyspark 4.x). Rows follow the record schema of FORMAT.md ("Record schema",
-``bams3_spark/format/schema.py``) plus a ``sample`` column.
+(pyspark 4.0+; filter pushdown 4.1+). Importing this module needs pyspark 4.0:
+``bams3_spark.spark.register`` says so in one line on 3.5, where
+:func:`~bams3_spark.spark.read.read_bams3` is the way in (and the faster one
+everywhere: it scans with Spark's own Parquet reader). Rows follow the record
+schema of FORMAT.md ("Record schema", ``bams3_spark/format/schema.py``) plus a
+``sample`` column.
 
 How a query runs:
 
@@ -11,12 +15,13 @@ How a query runs:
    read (:func:`resolve_scan`), so a bad option, a path that is not a dataset,
    an incomplete dataset or mixed format versions fail here with one message.
 2. Planning (driver, once per query): :meth:`Bams3Reader.pushFilters` keeps
-   the filters it applies exactly; :meth:`Bams3Reader.partitions` reads the
-   per-reference indexes it needs and returns one :class:`ChunkPartition` per
-   chunk object that can hold matching rows (region and filter pruning).
-3. Tasks (executors): :meth:`Bams3Reader.read` opens storage, reads only the
-   columns the schema and the row filters need, filters rows and yields
-   ``pyarrow.RecordBatch`` es.
+   the filters it applies exactly; :meth:`Bams3Reader.partitions` plans the
+   chunks with :func:`~bams3_spark.spark.scan.plan_dataset` (the planning
+   ``read_bams3`` uses) and returns one :class:`ChunkPartition` per chunk
+   object that can hold matching rows (region and filter pruning).
+3. Tasks (executors): :meth:`Bams3Reader.read` reads only the columns the
+   schema and the row filters need and yields ``pyarrow.RecordBatch`` es
+   (:func:`~bams3_spark.spark.rows.chunk_batches`, shared with ``read_bams3``).
 
 Readers, partitions and the source itself hold only picklable configuration
 (URLs, chunk descriptions, storage options); clients are opened in ``read()``.
@@ -122,10 +127,10 @@ def _predicate(flt: Any, columns: Mapping[str, str]) -> Predicate | None:
         flt: The filter Spark pushed.
         columns: Output field name to column name.
     """
+    from pyspark.sql.datasource import Not  # type: ignore[attr-defined]
+
     from bams3_spark.format.schema import INT_COLUMNS
     from bams3_spark.query.filter import INT64_MAX, INT64_MIN, STRING_ONLY_OPS, Predicate
-
-    from pyspark.sql.datasource import Not  # type: ignore[attr-defined]
 
     negated = False
     if isinstance(flt, Not):
@@ -276,10 +281,9 @@ class Bams3Reader(Bams3ScanReader):
     the last query that pushed filters and reuses it for a later query on
     the same DataFrame that pushes none (``df.filter(...).count()`` then
     ``df.count()`` returns the filtered count). Newer Spark keeps that plan
-    per scan. So pushdown is opt-in, and :func:`load_bams3` /
-    :func:`read_bams3` add an always-true filter (:func:`guard_filter`) to the
-    DataFrame they return: every query on it then pushes a filter, and is
-    planned afresh.
+    per scan. So pushdown is opt-in, and :func:`load_bams3` adds an
+    always-true filter (:func:`guard_filter`) to the DataFrame it returns:
+    every query on it then pushes a filter, and is planned afresh.
     """
 
     def pushFilters(self, filters: list[Any]) -> Iterable[Any]:  # noqa: N802 - pyspark's name

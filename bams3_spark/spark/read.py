@@ -161,7 +161,8 @@ def choose_scan(spark: Any, config: ScanConfig, mode: str = "auto") -> ScanChoic
     if problem:
         return ScanChoice("python", problem)
     if old_format:
-        return ScanChoice("python", f"FORMAT 1.0 chunks, which Spark {_version()}'s vectorized reader cannot decode")
+        reason = f"FORMAT 1.0 chunks, which Spark {_version()}'s vectorized reader cannot decode"
+        return ScanChoice("python", reason)
     return ScanChoice("spark", "Spark's Parquet reader can open the dataset URLs")
 
 
@@ -235,7 +236,11 @@ def _normalize(url: str) -> str:
 
 
 def python_scan(
-    spark: Any, chunks: Sequence[PlannedChunk], schema: Any, storage_options: Mapping[str, Any], batch_rows: int
+    spark: Any,
+    chunks: Sequence[PlannedChunk],
+    schema: Any,
+    storage_options: Mapping[str, Any],
+    batch_rows: int,
 ) -> Any:
     """The chunks read in Python tasks: ``mapInArrow`` over their descriptions, one per task, in order."""
     from bams3_spark.spark.rows import PAYLOAD_COLUMN, PayloadReader, encode_payloads
@@ -270,7 +275,8 @@ def spark_scan(
         .schema(file_schema)
         .parquet(*[c.url for c in chunks])
     )
-    path = F.regexp_replace(F.regexp_extract(F.col("_metadata.file_path"), _CHUNK_SUFFIX, 1), "^file:/+", "file:/")
+    prefix = F.regexp_extract(F.col("_metadata.file_path"), _CHUNK_SUFFIX, 1)
+    path = F.regexp_replace(prefix, "^file:/+", "file:/")
     df = df.select("*", path.alias(_DATASET_COLUMN))
     condition = _region_condition(config, prefixes)
     if condition is not None:
@@ -330,11 +336,13 @@ def _regions_expr(regions: Sequence[Any]) -> Any:
         if rname == "*":
             cond = F.col("rname") == F.lit("*")
         else:
-            spans = None
-            for s, e in merge_intervals(intervals):
-                # 1-based pos, end: overlaps 0-based [s, e) when pos <= e and end > s.
-                span = (F.col("pos") <= F.lit(e)) & (F.col("end") > F.lit(s))
-                spans = span if spans is None else spans | span
-            cond = (F.col("rname") == F.lit(rname)) & spans
+            # 1-based pos, end: overlaps 0-based [s, e) when pos <= e and end > s.
+            spans = [
+                (F.col("pos") <= F.lit(e)) & (F.col("end") > F.lit(s)) for s, e in merge_intervals(intervals)
+            ]
+            either = spans[0]
+            for span in spans[1:]:
+                either = either | span
+            cond = (F.col("rname") == F.lit(rname)) & either
         out = cond if out is None else out | cond
     return out

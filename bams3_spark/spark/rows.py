@@ -117,7 +117,11 @@ class PayloadReader:
     """
 
     def __init__(
-        self, columns: Sequence[str], arrow_schema: pa.Schema, storage_options: Mapping[str, Any], batch_rows: int
+        self,
+        columns: Sequence[str],
+        arrow_schema: pa.Schema,
+        storage_options: Mapping[str, Any],
+        batch_rows: int,
     ) -> None:
         self.columns = tuple(columns)
         self.arrow_schema = arrow_schema

@@ -1,6 +1,6 @@
 """Planning a scan of BAMS3 datasets for Spark: options, datasets and regions, validated on the driver.
 
-Shared by the ``bams3`` data source and :func:`~bams3_spark.spark.datasource.read_bams3`:
+Shared by the ``bams3`` data source and :func:`~bams3_spark.spark.read.read_bams3`:
 options are checked and every dataset's manifest is read here
 (:func:`resolve_scan`), so a bad option, a path that is not a dataset, an
 incomplete dataset or mixed format versions fail before any task runs, with
@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bams3_spark.exceptions import DatasetError, InvalidArgumentError, NotADatasetError, RegionError, one_line
-from bams3_spark.spark.schema import SAMPLE_COLUMN
 
 if TYPE_CHECKING:
     from bams3_spark.format.manifest import ChunkInfo
@@ -359,7 +358,9 @@ def plan_dataset(
                 if all(s is False for s in states):
                     continue
                 if not any(s is True for s in states):
-                    intervals = tuple((r.start, r.end) for r, s in zip(regions, states, strict=True) if s is None)
+                    intervals = tuple(
+                        (r.start, r.end) for r, s in zip(regions, states, strict=True) if s is None
+                    )
             planned.append(PlannedChunk(entry.url, entry.sample, rname, info, intervals))
     return planned
 

@@ -8,9 +8,10 @@
 # it must hold the wheel (bams3_spark-*.whl), requirements-runtime.txt and constraints.txt (the
 # tested versions, which also spare pip minutes of resolver backtracking). The steps in
 # conf/emr/steps.json then run jobs with spark.pyspark.python=/opt/bams3/venv/bin/python.
-# pyspark is deliberately not installed: the cluster's Spark (4.1 or newer) provides it.
+# pyspark is deliberately not installed: the cluster's Spark (3.5 to 4.3) provides it.
 #
-# Environment: BAMS3_PYTHON, the interpreter to build the venv with (default python3.11; the
+# Environment: BAMS3_PYTHON, the interpreter to build the venv with (default python3.11, right for
+# EMR 7.x, whose default python3 is 3.9, and EMR 8.0; the
 # package needs Python 3.10+, installed with dnf when missing).
 set -euo pipefail
 

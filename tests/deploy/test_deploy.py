@@ -356,6 +356,61 @@ def test_dataproc_submit_names_a_missing_setting(tmp_path: Path) -> None:
     assert not log.exists()
 
 
+def _fake_tool(tmp_path: Path, name: str) -> tuple[dict[str, str], Path]:
+    """A command named ``name`` on PATH that records its argv (one JSON list per call)."""
+    bindir = tmp_path / f"bin-{name}"
+    bindir.mkdir()
+    log = tmp_path / f"{name}.calls"
+    fake = bindir / name
+    fake.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}, log
+
+
+@pytest.mark.parametrize(("release", "ok"), [(None, True), ("emr-7.2.0", True), ("emr-spark-8.0.0", True),
+                                             ("emr-6.15.0", False)])
+def test_emr_create_cluster_takes_releases_with_spark_3_5_to_4(tmp_path: Path, release: str | None,
+                                                               ok: bool) -> None:
+    env, log = _fake_tool(tmp_path, "aws")
+    env["BUCKET"] = "b"
+    env.pop("EMR_RELEASE", None)
+    if release:
+        env["EMR_RELEASE"] = release
+    proc = subprocess.run([str(CONF / "emr" / "create-cluster.sh")], env=env, capture_output=True, text=True)
+    if not ok:
+        assert proc.returncode == 2 and "Spark 3.5 to 4.3" in proc.stderr and not log.exists()
+        return
+    assert proc.returncode == 0, proc.stderr
+    argv = json.loads(log.read_text())
+    flags = {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
+    assert argv[:2] == ["emr", "create-cluster"]
+    assert flags["--release-label"] == (release or "emr-7.13.0")
+    assert flags["--bootstrap-actions"] == "Path=s3://b/bams3/conf/emr/bootstrap.sh,Args=[s3://b/bams3/dist]"
+    assert "python3.11" in (CONF / "emr" / "bootstrap.sh").read_text()
+
+
+@pytest.mark.parametrize(("image", "ok"), [(None, True), ("2.3", True), ("3.0", True), ("2.1", False)])
+def test_dataproc_create_cluster_takes_images_with_spark_3_5_to_4(tmp_path: Path, image: str | None,
+                                                                  ok: bool) -> None:
+    env, log = _fake_tool(tmp_path, "gcloud")
+    env.update(CLUSTER="c1", REGION="europe-west1")
+    env.pop("IMAGE_VERSION", None)
+    if image:
+        env["IMAGE_VERSION"] = image
+    proc = subprocess.run([str(CONF / "dataproc" / "create-cluster.sh")], env=env, capture_output=True,
+                          text=True)
+    if not ok:
+        assert proc.returncode == 2 and "Spark 3.5 to 4.3" in proc.stderr and not log.exists()
+        return
+    assert proc.returncode == 0, proc.stderr
+    argv = json.loads(log.read_text())
+    assert argv[:4] == ["dataproc", "clusters", "create", "c1"]
+    assert f"--image-version={image or '2.2'}" in argv and "--region=europe-west1" in argv
+
+
 def test_dockerfile_copies_existing_files_and_runs_as_non_root() -> None:
     instructions = dockerfile_instructions()
     kinds = [k for k, _ in instructions]

@@ -73,9 +73,10 @@ def check(spark: Any, got: Any, expected: pa.Table) -> None:
 
 def test_per_base_two_samples(spark: Any, mates_ds: str, multi_ds: str) -> None:
     """mosdepth rules, per-base runs, two samples: references split into runs, mates resolved on executors."""
-    units = plan_units(resolve_cohort([mates_ds, multi_ds]), 2)
+    # Planned for 8 cores, large references are cut into runs of chunks.
+    units = plan_units(resolve_cohort([mates_ds, multi_ds]), 8)
     assert any(u.parts > 2 for u in units) and any(u.rname and u.parts == 1 for u in units)
-    got = coverage_dataframe(spark, [mates_ds, multi_ds])
+    got = coverage_dataframe(spark, [mates_ds, multi_ds], cores=8)
     check(spark, got, coverage_table([mates_ds, multi_ds], workers=2))
 
 
@@ -83,13 +84,13 @@ def test_windows_mosdepth_rules(spark: Any, mates_ds: str) -> None:
     """Window means are computed exactly as mosdepth (and the local engine) do, split or not."""
     options = CoverageOptions(mapq=5)
     expected = coverage_table(mates_ds, by=300, options=options)
-    check(spark, coverage_dataframe(spark, mates_ds, by=300, options=options), expected)
+    check(spark, coverage_dataframe(spark, mates_ds, by=300, options=options, cores=8), expected)
     check(spark, coverage_dataframe(spark, mates_ds, by=300, options=options, split=False), expected)
 
 
 def test_samtools_rules_per_base(spark: Any, multi_ds: str) -> None:
     options = CoverageOptions(mode="samtools", count_deletions=True)
-    got = coverage_dataframe(spark, multi_ds, options=options)
+    got = coverage_dataframe(spark, multi_ds, options=options, cores=8)
     check(spark, got, coverage_table(multi_ds, options=options))
 
 

@@ -97,7 +97,9 @@ def test_native_scan_counts_per_reference_equal_idxstats(
 
 @pytest.mark.parametrize("regions", [["chr1:250,000-600,000"], ["chr2", "chr1:1-1000", "*"],
                                      ["{HLA-DRB1*15:01:01:01}"], ["{HLA-DRB1*15:01:01:01}:100-5000"]])
-def test_native_region_filter_is_htslibs_overlap_rule(spark: Any, data: dict[str, Any], regions: list[str]) -> None:
+def test_native_region_filter_is_htslibs_overlap_rule(
+    spark: Any, data: dict[str, Any], regions: list[str]
+) -> None:
     df = read_bams3(spark, str(data["ds"]), regions=regions, columns=["qname", "pos"])
     assert "FileScan parquet" in _plan(df)
     # samtools' -M (needed for several regions) misreads a braced name: one region goes without it.
@@ -105,7 +107,8 @@ def test_native_region_filter_is_htslibs_overlap_rule(spark: Any, data: dict[str
 
 
 def test_both_paths_return_the_same_schema_and_rows(spark: Any, data: dict[str, Any]) -> None:
-    kwargs = {"region": "chr1:200,000-700,000", "columns": ["qname", "flag", "pos", "end", "seq", "tags", "sample"]}
+    columns = ["qname", "flag", "pos", "end", "seq", "tags", "sample"]
+    kwargs = {"region": "chr1:200,000-700,000", "columns": columns}
     native = read_bams3(spark, str(data["ds"]), scan="spark", **kwargs)
     python = read_bams3(spark, str(data["ds"]), scan="python", **kwargs)
     assert "MapInArrow" in _plan(python) and "FileScan parquet" in _plan(native)
@@ -123,7 +126,8 @@ def test_every_column_equals_samtools_view(spark: Any, data: dict[str, Any]) -> 
                                         "tlen", "seq", "qual"))
         for r in df.collect()
     )
-    want = sorted("\t".join(line.split("\t")[:11]) for line in samtools("view", str(data["bam"]), "chr2").splitlines())
+    lines = samtools("view", str(data["bam"]), "chr2").splitlines()
+    want = sorted("\t".join(line.split("\t")[:11]) for line in lines)
     assert got == want
 
 
@@ -147,7 +151,7 @@ def test_many_datasets_get_their_sample_by_broadcast_join(spark: Any, data: dict
 
 
 def test_region_on_a_reference_only_some_datasets_have(spark: Any, data: dict[str, Any]) -> None:
-    (bam_ce, ds_ce), (bam_xx, ds_xx) = data["small"]["ce#5"], data["small"]["xx#pair"]
+    (_, ds_ce), (bam_xx, ds_xx) = data["small"]["ce#5"], data["small"]["xx#pair"]
     ref_xx = samtools("view", "-H", str(bam_xx)).split("SN:")[1].split("\t")[0]
     df = read_bams3(spark, [str(ds_ce), str(ds_xx)], region=ref_xx, columns=["sample"])
     got = {r["sample"]: r["count"] for r in df.groupBy("sample").count().collect()}
@@ -156,7 +160,9 @@ def test_region_on_a_reference_only_some_datasets_have(spark: Any, data: dict[st
         read_bams3(spark, [str(ds_ce), str(ds_xx)], region="chrNope")
 
 
-def test_format_1_0_datasets_stay_readable(spark: Any, data: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_format_1_0_datasets_stay_readable(
+    spark: Any, data: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     old = data["root"] / "old" / "a.bams3"
     shutil.copytree(data["ds"], old)
     rewrite_as_format_1_0(old)
@@ -193,7 +199,8 @@ def test_damaged_page_is_detected_by_the_page_checksum(spark: Any, data: dict[st
 
 @pytest.mark.s3
 def test_fsspec_only_store_takes_the_python_path(
-    spark: Any, data: dict[str, Any], s3_bucket: str, s3_opts: dict[str, str], caplog: pytest.LogCaptureFixture
+    spark: Any, data: dict[str, Any], s3_bucket: str, s3_opts: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     url = f"s3://{s3_bucket}/a.bams3"
     convert(str(data["bam"]), url, chunk_size="256K", storage_options=s3_opts)

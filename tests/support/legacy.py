@@ -33,7 +33,9 @@ def rewrite_as_format_1_0(dataset: Path) -> None:
             meta = chunk_metadata(raw, str(path))
             start, end = (int(x) for x in meta["window"].split("-"))
             table = decode_chunk(raw, str(path))
-            new = encode_chunk(table, meta["reference"], (start, end), int(meta["part"]), format_version="1.0")
+            new = encode_chunk(
+                table, meta["reference"], (start, end), int(meta["part"]), format_version="1.0"
+            )
             path.write_bytes(new)
             chunk["bytes"], chunk["sha256"] = len(new), _sha(new)
             total += len(new)
