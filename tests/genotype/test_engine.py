@@ -295,3 +295,23 @@ def test_dataset_and_sites_on_s3(geno_bam: Path, geno_ds: str, s3_bucket: str, s
             "--s3-endpoint", s3_opts["endpoint_url"], "--quiet"]
     assert main(args) == 0
     assert out.read_text().count("\n") == got.num_rows + 1
+
+
+def test_sites_files(tmp_path: Path) -> None:
+    """BED dialects samtools reads, bgzipped VCFs, REF/ALT kept, records at one position kept apart."""
+    bed = tmp_path / "a.bed"
+    bed.write_text("# comment\ntrack name=x\nchr1 5\nchr1\t9\t12\textra\nchr1\t10\t11\n")
+    st = read_sites(str(bed))
+    assert (st.chroms, st.pos.tolist(), st.lines.tolist()) == (["chr1"], [4, 9, 10, 11], [3, 4, 4, 4])
+    plain = tmp_path / "b.vcf"
+    plain.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\nc\t3\trs1\ta\tc,<DEL>\nc\t3\t.\tA\t*\n"
+                     "d\t1\t.\tAC\tA\n")
+    gz = tmp_path / "b.vcf.gz"
+    pysam.tabix_compress(str(plain), str(gz))
+    st = read_sites(str(gz))
+    assert st.vcf and st.chroms == ["c", "d"] and st.pos.tolist() == [2, 2, 0]
+    assert st.ref == ["A", "A", "AC"] and st.alt == [("C", "<DEL>"), ("*",), ("A",)]
+    assert st.ident == ["rs1", ".", "."]
+    assert parse_flags("UNMAP,SECONDARY,QCFAIL,DUP") == 1796 == parse_flags("0x704") == parse_flags("1796")
+    with pytest.raises(Exception, match="unknown FLAG name 'NOPE'"):
+        parse_flags("UNMAP,NOPE")
