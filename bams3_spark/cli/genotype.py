@@ -101,7 +101,9 @@ def _genotype(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"bams3 genotype: warning: {msg}", file=sys.stderr)
 
-    with progress_for(args, "genotype") as progress:
+    # TSV on stdout: no bar over the rows when both are the terminal.
+    with progress_for(args, "genotype", "units", data_on_stdout=out is None,
+                      bytes_label="of chunks") as progress:
         sites = load_sites(args.sites, opts)
         results = genotype(dss, sites, options, workers=args.workers, progress=progress,
                            on_warning=warn, **opts)

@@ -337,3 +337,17 @@ def test_units_cut_at_windows_stay_exact(
         want = oracle.get(("chr1", t["pos"][i]), dict.fromkeys(PILEUP_COUNTS, (0, 0)))
         assert {k: (t[f"{k}_fwd"][i], t[f"{k}_rev"][i]) for k in PILEUP_COUNTS} == want, t["pos"][i]
     assert sum(t["depth"]) > 1000
+
+
+def test_progress_on_a_terminal_and_clean_stdout(geno_ds: str, tmp_path: Path) -> None:
+    """The bar goes to stderr on a terminal; the TSV on stdout stays exactly the table."""
+    import sys
+
+    from tests.support.tty import run_on_terminal
+
+    bed = tmp_path / "s.bed"
+    bed.write_text("chr1\t0\t3000\n")
+    cmd = [sys.executable, "-m", "bams3_spark", "genotype", geno_ds, "--sites", str(bed)]
+    proc, shown = run_on_terminal(cmd, env={"BAMS3_PROGRESS_DELAY": "0"})
+    assert proc.returncode == 0 and b"genotype:" in shown and b"units" in shown, shown
+    assert proc.stdout.decode().count("\n") == 3001
