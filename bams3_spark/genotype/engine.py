@@ -24,6 +24,7 @@ from bams3_spark.exceptions import CorruptDatasetError, InvalidArgumentError
 from bams3_spark.format.manifest import ChunkInfo
 from bams3_spark.genotype.options import GenotypeOptions
 from bams3_spark.genotype.pileup import CATEGORIES, count_sites
+from bams3_spark.genotype.reads import arrow_ints
 from bams3_spark.genotype.sites import Sites, read_sites
 from bams3_spark.parallel import ProgressCallback, process_map, resolve_workers
 
@@ -208,11 +209,11 @@ def counts_table(sample: str, chroms: list[str], pos: I64, counts: I64) -> pa.Ta
     cols: list[pa.Array] = [
         pa.array([sample] * len(pos), pa.string()),
         pa.array(chroms, pa.string()),
-        pa.array(pos + 1, pa.int32()),
-        pa.array(depth, pa.int32()),
+        arrow_ints(pos + 1, pa.int32()),
+        arrow_ints(depth, pa.int32()),
     ]
-    cols += [pa.array(per_cat[:, i], pa.int32()) for i in range(len(CATEGORIES))]
-    cols += [pa.array(counts[:, i, s], pa.int32()) for i in range(len(CATEGORIES)) for s in (0, 1)]
+    cols += [arrow_ints(per_cat[:, i], pa.int32()) for i in range(len(CATEGORIES))]
+    cols += [arrow_ints(counts[:, i, s], pa.int32()) for i in range(len(CATEGORIES)) for s in (0, 1)]
     return pa.Table.from_arrays(cols, schema=SCHEMA)
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from bams3_spark.genotype.cigars import DEL, DIFF, EQ, SKIP, M
-from bams3_spark.genotype.reads import MISSING_QUAL, Reads, bools, ints, strings
+from bams3_spark.genotype.reads import MISSING_QUAL, Reads, arrow_ints, bools, ints, strings
 
 I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
@@ -45,12 +44,12 @@ def _mate_pairs(r: Reads, pushed: B, covering: B, rname: str) -> tuple[I64, I64]
     if not wanted.any():
         return empty, empty
     qn_all = strings(r.table["qname"])
-    names = qn_all.take(pa.array(r.rows[wanted]))
+    names = qn_all.take(arrow_ints(r.rows[wanted]))
     member_all = bools(pc.is_in(qn_all, value_set=names))
     member = member_all[r.rows]
     qn = qn_all
     rows = np.flatnonzero(member)
-    enc = qn.take(pa.array(r.rows[rows])).dictionary_encode()
+    enc = qn.take(arrow_ints(r.rows[rows])).dictionary_encode()
     g = ints(enc.indices)
     ng = len(enc.dictionary)
     counts = np.bincount(g, minlength=ng)

@@ -31,6 +31,13 @@ def ints(col: pa.ChunkedArray | pa.Array) -> I64:
     return values.astype(np.int64)
 
 
+def arrow_ints(values: npt.ArrayLike, type_: pa.DataType | None = None) -> pa.Array:
+    """A numpy integer array as an Arrow array over the same bytes (``pa.array`` of numpy imports pandas)."""
+    t = pa.int64() if type_ is None else type_
+    a = np.ascontiguousarray(values, dtype=np.dtype(f"i{t.bit_width // 8}"))
+    return pa.Array.from_buffers(t, len(a), [None, pa.py_buffer(a)])
+
+
 def bools(arr: pa.Array) -> npt.NDArray[np.bool_]:
     """A non-null boolean array as numpy, unpacked from its bit buffer (no pandas, see :func:`ints`)."""
     if isinstance(arr, pa.ChunkedArray):
@@ -102,7 +109,7 @@ class Reads:
 
     def column(self, name: str) -> pa.Array:
         """A string column's values of the kept reads."""
-        return strings(self.table[name]).take(pa.array(self.rows))
+        return strings(self.table[name]).take(arrow_ints(self.rows))
 
     def int_column(self, name: str) -> I64:
         """An integer column's values of the kept reads."""
