@@ -179,3 +179,12 @@ def test_fingerprint_recipe(spark: Any, cohort: list[str], work: Path) -> None:
     got = {(r["sample_a"], r["sample_b"]): (r["sites"], r["concordance"]) for r in pairs.collect()}
     assert got[("A", "C")][1] == 1.0 and got[("A", "C")][0] > 500
     assert got[("A", "B")][1] < 0.8 and got[("B", "C")][1] < 0.8
+
+
+def test_empty_sites_give_an_empty_valid_vcf(spark: Any, cohort: list[str], work: Path) -> None:
+    empty = work / "empty.vcf"
+    empty.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\n")
+    out = work / "empty.out.vcf.gz"
+    run_genotype(spark, cohort, str(empty), str(out), fmt="vcf")
+    res = subprocess.run(["bcftools", "view", str(out)], check=True, capture_output=True, text=True)
+    assert res.stdout.splitlines()[-1].endswith("FORMAT\ts1\ts2:x")
