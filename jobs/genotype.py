@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from bams3_spark.cli.common import add_job_flags, storage_options
+from bams3_spark.cli.genotype import add_counting_flags, counting_options
 from bams3_spark.spark.jobs import run_job
 
 PROG = "jobs/genotype.py"
@@ -30,17 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (parquet, tsv) or .vcf.gz file (vcf)")
     p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default parquet)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("-Q", "--min-BQ", dest="min_bq", type=int, default=13, help="min base quality (13)")
-    p.add_argument("-q", "--min-MQ", dest="min_mq", type=int, default=0, help="min mapping quality (0)")
-    p.add_argument("--ff", "--excl-flags", dest="ff", default="UNMAP,SECONDARY,QCFAIL,DUP",
-                   help="skip reads with any of these flags (default UNMAP,SECONDARY,QCFAIL,DUP)")
-    p.add_argument("--rf", "--incl-flags", dest="rf", default="0", help="only reads with one of these flags")
-    p.add_argument("-x", "--ignore-overlaps-removal", dest="ignore_overlaps", action="store_true",
-                   help="no mate-overlap detection")
-    p.add_argument("-A", "--count-orphans", action="store_true",
-                   help="keep paired reads not in a proper pair")
-    p.add_argument("-d", "--max-depth", type=int, default=8000,
-                   help="per-position read limit (8000; 0: none)")
+    add_counting_flags(p)
     add_job_flags(p)
     return p
 
@@ -53,15 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give datasets (paths, URLs, quoted globs) or --manifest TSV")
 
     def work() -> int:
-        from bams3_spark.genotype.options import GenotypeOptions, parse_flags
         from bams3_spark.spark.genotype_job import run_genotype
         from bams3_spark.spark.session import get_session
 
-        options = GenotypeOptions(
-            min_base_quality=args.min_bq, min_mapping_quality=args.min_mq, exclude_flags=parse_flags(args.ff),
-            require_flags=parse_flags(args.rf), count_orphans=args.count_orphans,
-            ignore_overlaps=args.ignore_overlaps, max_depth=args.max_depth,
-        )
+        options = counting_options(args)
         spark = get_session(master=args.master, app_name="bams3-genotype")
         warns = run_genotype(spark, args.datasets, args.sites, args.out, fmt=args.format, options=options,
                              overwrite=args.overwrite, manifest=args.manifest, **storage_options(args))

@@ -157,3 +157,13 @@ def test_local_commands_never_import_pyspark(argv: list[str], tmp_path: Path) ->
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr
+
+
+def test_every_package_directory_is_a_regular_package() -> None:
+    # setuptools' package discovery (pyproject's packages.find) skips a directory
+    # without __init__.py: the wheel of `make dist` would lack its modules.
+    missing = sorted(
+        str(d.relative_to(ROOT)) for d in [PACKAGE, *PACKAGE.rglob("*")]
+        if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py")) and not (d / "__init__.py").exists()
+    )
+    assert not missing, f"directories without __init__.py (left out of the wheel): {missing}"

@@ -24,6 +24,7 @@ from bams3_spark.exceptions import CorruptDatasetError, InvalidArgumentError
 from bams3_spark.format.manifest import ChunkInfo
 from bams3_spark.genotype.options import GenotypeOptions
 from bams3_spark.genotype.pileup import CATEGORIES, count_sites
+from bams3_spark.genotype.reads import arrow_ints
 from bams3_spark.genotype.sites import Sites, read_sites
 from bams3_spark.parallel import ProgressCallback, process_map, resolve_workers
 
@@ -37,6 +38,9 @@ SCHEMA = pa.schema(
     [("sample", pa.string()), ("chrom", pa.string()), ("pos", pa.int32()), ("depth", pa.int32())]
     + [(c, pa.int32()) for c in COUNT_COLUMNS + STRAND_COLUMNS]
 )
+
+#: Chunk bytes a unit reads at most (unless one window's chunks alone are more).
+UNIT_BYTES = 64 << 20
 
 DatasetsArg = DatasetReader | str | Sequence[DatasetReader | str]
 SitesArg = Sites | str
@@ -91,44 +95,52 @@ def check_sites(datasets: Sequence[DatasetReader], sites: Sites) -> list[str]:
     return list(warns)
 
 
-def plan_units(ds: DatasetReader, sites: Sites) -> list[Unit]:
-    """Group each reference's sites by the chunk objects holding their reads.
+def plan_units(ds: DatasetReader, sites: Sites, budget: int | None = None) -> list[Unit]:
+    """Cut each reference's sites into units: consecutive sites and every chunk object holding their reads.
 
     A chunk is needed by the sites in ``[min_start - 1, max_end)`` (0-based,
-    the index's overlap rule for one base); sites whose chunk sets touch form
-    one unit, so every read of a site is counted in the unit of that site.
+    the index's overlap rule for one base), so a unit holds every read of its
+    sites. Sites are cut at the chunks' window starts, then consecutive pieces
+    are joined while their chunks stay under ``budget`` bytes: sparse sites
+    share reads, dense sites (a whole-exome BED) never load a reference at
+    once -- a chunk whose reads reach into the next piece is read by both.
     """
+    limit = UNIT_BYTES if budget is None else budget
     units: list[Unit] = []
     for name, (lo, hi) in zip(sites.chroms, sites.groups, strict=True):
         if hi <= lo:
             continue
         pos = sites.pos[lo:hi]
         chunks = ds.index(name).chunks
-        spans: list[tuple[int, int, ChunkInfo]] = []
-        for c in chunks:
+        spans = []
+        for i, c in enumerate(chunks):
             a = int(np.searchsorted(pos, c.min_start - 1, side="left"))
             b = int(np.searchsorted(pos, c.max_end, side="left"))
             if b > a:
-                spans.append((a, b, c))
-        spans.sort(key=lambda t: t[0])
-        groups: list[tuple[int, int, list[ChunkInfo]]] = []
-        for a, b, c in spans:
-            if groups and a < groups[-1][1]:
-                ga, gb, gc = groups[-1]
-                groups[-1] = (ga, max(gb, b), gc + [c])
-            else:
-                groups.append((a, b, [c]))
-        # Sites no chunk holds still get a (zero) row: one unit without chunks each run.
-        cursor = 0
-        for a, b, cs in groups:
-            if a > cursor:
-                units.append(Unit(ds, name, lo + cursor, lo + a, ()))
-            order = {id(c): i for i, c in enumerate(chunks)}
-            units.append(Unit(ds, name, lo + a, lo + b, tuple(sorted(cs, key=lambda c: order[id(c)]))))
-            cursor = b
-        if cursor < hi - lo:
-            units.append(Unit(ds, name, lo + cursor, hi, ()))
+                spans.append((a, b, i))
+        starts = sorted({c.window_start for c in chunks})
+        window = np.searchsorted(np.asarray(starts, dtype=np.int64), pos, side="right")
+        cuts = np.flatnonzero(np.diff(window)) + 1
+        edges = [0, *cuts.tolist(), hi - lo]
+        current: tuple[int, int, set[int]] | None = None
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            need = {i for sa, sb, i in spans if sa < b and sb > a}
+            if current is not None:
+                merged = current[2] | need
+                if sum(chunks[i].bytes for i in merged) <= limit or not need or not current[2]:
+                    current = (current[0], b, merged)
+                    continue
+                units.append(_unit(ds, name, lo, current, chunks))
+            current = (a, b, need)
+        if current is not None:
+            units.append(_unit(ds, name, lo, current, chunks))
     return units
+
+
+def _unit(ds: DatasetReader, name: str, lo: int, piece: tuple[int, int, set[int]],
+          chunks: Sequence[ChunkInfo]) -> Unit:
+    a, b, need = piece
+    return Unit(ds, name, lo + a, lo + b, tuple(chunks[i] for i in sorted(need)))
 
 
 @dataclass(frozen=True)
@@ -197,11 +209,11 @@ def counts_table(sample: str, chroms: list[str], pos: I64, counts: I64) -> pa.Ta
     cols: list[pa.Array] = [
         pa.array([sample] * len(pos), pa.string()),
         pa.array(chroms, pa.string()),
-        pa.array(pos + 1, pa.int32()),
-        pa.array(depth, pa.int32()),
+        arrow_ints(pos + 1, pa.int32()),
+        arrow_ints(depth, pa.int32()),
     ]
-    cols += [pa.array(per_cat[:, i], pa.int32()) for i in range(len(CATEGORIES))]
-    cols += [pa.array(counts[:, i, s], pa.int32()) for i in range(len(CATEGORIES)) for s in (0, 1)]
+    cols += [arrow_ints(per_cat[:, i], pa.int32()) for i in range(len(CATEGORIES))]
+    cols += [arrow_ints(counts[:, i, s], pa.int32()) for i in range(len(CATEGORIES)) for s in (0, 1)]
     return pa.Table.from_arrays(cols, schema=SCHEMA)
 
 

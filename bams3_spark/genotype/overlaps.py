@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from bams3_spark.genotype.cigars import DEL, DIFF, EQ, SKIP, M
-from bams3_spark.genotype.reads import MISSING_QUAL, Reads, strings
+from bams3_spark.genotype.reads import MISSING_QUAL, Reads, arrow_ints, bools, ints, strings
 
 I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
@@ -32,11 +31,8 @@ def _mate_pairs(r: Reads, pushed: B, covering: B, rname: str) -> tuple[I64, I64]
     tlen = r.int_column("tlen")
     mpos = r.int_column("pnext") - 1
     rnext = r.column("rnext")
-    other_ref = np.asarray(
-        pc.and_(
-            pc.and_(pc.not_equal(rnext, "="), pc.not_equal(rnext, "*")), pc.not_equal(rnext, rname)
-        ).to_numpy(zero_copy_only=False),
-        dtype=bool,
+    other_ref = bools(
+        pc.and_(pc.and_(pc.not_equal(rnext, "="), pc.not_equal(rnext, "*")), pc.not_equal(rnext, rname))
     )
     eligible = (
         pushed & ((flag & 0x8) == 0) & ((flag & 0x2) != 0) & ~other_ref
@@ -48,13 +44,13 @@ def _mate_pairs(r: Reads, pushed: B, covering: B, rname: str) -> tuple[I64, I64]
     if not wanted.any():
         return empty, empty
     qn_all = strings(r.table["qname"])
-    names = qn_all.take(pa.array(r.rows[wanted]))
-    member_all = np.asarray(pc.is_in(qn_all, value_set=names).to_numpy(zero_copy_only=False), dtype=bool)
+    names = qn_all.take(arrow_ints(r.rows[wanted]))
+    member_all = bools(pc.is_in(qn_all, value_set=names))
     member = member_all[r.rows]
     qn = qn_all
     rows = np.flatnonzero(member)
-    enc = qn.take(pa.array(r.rows[rows])).dictionary_encode()
-    g = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    enc = qn.take(arrow_ints(r.rows[rows])).dictionary_encode()
+    g = ints(enc.indices)
     ng = len(enc.dictionary)
     counts = np.bincount(g, minlength=ng)
     order = np.argsort(g, kind="stable")

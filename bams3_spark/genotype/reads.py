@@ -16,8 +16,36 @@ MISSING_QUAL = 255  # SAM '*' quality: htslib stores 0xff
 
 
 def ints(col: pa.ChunkedArray | pa.Array) -> I64:
+    """An integer column as int64 numpy, read from its buffer.
+
+    ``Array.to_numpy`` imports pandas (about 0.25 s of a command's start-up);
+    record columns are non-null, so the values buffer is all there is.
+    """
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if arr.null_count or not pa.types.is_integer(arr.type):
+        raise ValueError(f"expected a non-null integer column, got {arr.type} with {arr.null_count} null(s)")
+    width = np.dtype(f"{'u' if pa.types.is_unsigned_integer(arr.type) else 'i'}{arr.type.bit_width // 8}")
+    values = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset: arr.offset + len(arr)]
+    return values.astype(np.int64)
+
+
+def arrow_ints(values: npt.ArrayLike, type_: pa.DataType | None = None) -> pa.Array:
+    """A numpy integer array as an Arrow array over the same bytes (``pa.array`` of numpy imports pandas)."""
+    t = pa.int64() if type_ is None else type_
+    a = np.ascontiguousarray(values, dtype=np.dtype(f"i{t.bit_width // 8}"))
+    return pa.Array.from_buffers(t, len(a), [None, pa.py_buffer(a)])
+
+
+def bools(arr: pa.Array) -> npt.NDArray[np.bool_]:
+    """A non-null boolean array as numpy, unpacked from its bit buffer (no pandas, see :func:`ints`)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.null_count:
+        raise ValueError("expected a non-null boolean array")
+    bits = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
+    return np.unpackbits(bits, bitorder="little")[arr.offset: arr.offset + len(arr)].astype(bool)
 
 
 def strings(col: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -68,7 +96,7 @@ class Reads:
         self.flag = flag[rows]
         self.pos0 = pos[rows] - 1
         enc = strings(table["cigar"]).dictionary_encode()
-        self.cigar_id = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)[rows]
+        self.cigar_id = ints(enc.indices)[rows]
         try:
             self.cigars: CigarTable = parse_cigar_table(enc.dictionary)
         except ValueError as exc:
@@ -81,7 +109,7 @@ class Reads:
 
     def column(self, name: str) -> pa.Array:
         """A string column's values of the kept reads."""
-        return strings(self.table[name]).take(pa.array(self.rows))
+        return strings(self.table[name]).take(arrow_ints(self.rows))
 
     def int_column(self, name: str) -> I64:
         """An integer column's values of the kept reads."""

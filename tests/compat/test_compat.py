@@ -216,3 +216,29 @@ def test_coverage_job_end_to_end(conformance: list[tuple[Path, str, str]], tmp_p
     expected = coverage_table(ds, by=1000)
     assert got.num_rows == expected.num_rows > 0
     assert got.column("mean_depth").to_pylist() == expected.column("mean_depth").to_pylist()
+
+
+def test_genotype_job_end_to_end(conformance: list[tuple[Path, str, str]], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Parquet by sample and the VCF equal ``bams3 genotype`` (itself checked against samtools mpileup)."""
+    import gzip
+
+    from bams3_spark.cli import main as bams3
+    from bams3_spark.genotype.engine import genotype_table
+
+    _, ds, _ = next(c for c in conformance if c[0].stem == "ce_1000")
+    sites = tmp_path / "sites.bed"
+    sites.write_text("CHROMOSOME_I\t0\t2000\n")
+    out = tmp_path / "gt"
+    status = _job("genotype").main([ds, "--sites", str(sites), "--out", str(out), "--master", "local[2]"])
+    assert status == 0, capsys.readouterr().err
+    expected = genotype_table(ds, str(sites))
+    got = pq.read_table(next(out.glob("sample=*")))
+    assert got.to_pylist() == expected.drop_columns(["sample"]).to_pylist() and got.num_rows == 2000
+    vcf = tmp_path / "gt.vcf.gz"
+    assert _job("genotype").main([ds, "--sites", str(sites), "--out", str(vcf), "--format", "vcf",
+                                  "--master", "local[2]"]) == 0, capsys.readouterr().err
+    local = tmp_path / "local.vcf.gz"
+    assert bams3(["genotype", ds, "--sites", str(sites), "-o", str(local), "--quiet"]) == 0
+    with gzip.open(vcf, "rt") as a, gzip.open(local, "rt") as b:
+        assert a.read() == b.read()

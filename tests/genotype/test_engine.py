@@ -295,3 +295,59 @@ def test_dataset_and_sites_on_s3(geno_bam: Path, geno_ds: str, s3_bucket: str, s
             "--s3-endpoint", s3_opts["endpoint_url"], "--quiet"]
     assert main(args) == 0
     assert out.read_text().count("\n") == got.num_rows + 1
+
+
+def test_sites_files(tmp_path: Path) -> None:
+    """BED dialects samtools reads, bgzipped VCFs, REF/ALT kept, records at one position kept apart."""
+    bed = tmp_path / "a.bed"
+    bed.write_text("# comment\ntrack name=x\nchr1 5\nchr1\t9\t12\textra\nchr1\t10\t11\n")
+    st = read_sites(str(bed))
+    assert (st.chroms, st.pos.tolist(), st.lines.tolist()) == (["chr1"], [4, 9, 10, 11], [3, 4, 4, 4])
+    plain = tmp_path / "b.vcf"
+    plain.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\nc\t3\trs1\ta\tc,<DEL>\nc\t3\t.\tA\t*\n"
+                     "d\t1\t.\tAC\tA\n")
+    gz = tmp_path / "b.vcf.gz"
+    pysam.tabix_compress(str(plain), str(gz))
+    st = read_sites(str(gz))
+    assert st.vcf and st.chroms == ["c", "d"] and st.pos.tolist() == [2, 2, 0]
+    assert st.ref == ["A", "A", "AC"] and st.alt == [("C", "<DEL>"), ("*",), ("A",)]
+    assert st.ident == ["rs1", ".", "."]
+    assert parse_flags("UNMAP,SECONDARY,QCFAIL,DUP") == 1796 == parse_flags("0x704") == parse_flags("1796")
+    with pytest.raises(Exception, match="unknown FLAG name 'NOPE'"):
+        parse_flags("UNMAP,NOPE")
+
+
+def test_units_cut_at_windows_stay_exact(
+    multi_bam: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dense sites across window edges, a unit per window (a chunk read by two units): mpileup's counts."""
+    from bams3_spark.genotype import engine
+
+    ds = str(tmp_path / "multi.bams3")
+    convert(str(multi_bam), ds, chunk_size="256K", max_chunk_records=300)
+    bed = tmp_path / "edges.bed"
+    bed.write_text("chr1\t261000\t264000\nchr1\t523500\t525000\nchr1\t899900\t900100\n")
+    monkeypatch.setattr(engine, "UNIT_BYTES", 1)
+    units = engine.plan_units(engine.open_datasets(ds, {})[0], read_sites(str(bed)))
+    reads = [c.path for u in units for c in u.chunks]
+    assert len(units) >= 3 and len(set(reads)) < len(reads)
+    oracle = mpileup_counts(multi_bam, "-r", "chr1")
+    t = genotype(ds, str(bed), workers=2).to_pydict()
+    for i in range(len(t["pos"])):
+        want = oracle.get(("chr1", t["pos"][i]), dict.fromkeys(PILEUP_COUNTS, (0, 0)))
+        assert {k: (t[f"{k}_fwd"][i], t[f"{k}_rev"][i]) for k in PILEUP_COUNTS} == want, t["pos"][i]
+    assert sum(t["depth"]) > 1000
+
+
+def test_progress_on_a_terminal_and_clean_stdout(geno_ds: str, tmp_path: Path) -> None:
+    """The bar goes to stderr on a terminal; the TSV on stdout stays exactly the table."""
+    import sys
+
+    from tests.support.tty import run_on_terminal
+
+    bed = tmp_path / "s.bed"
+    bed.write_text("chr1\t0\t3000\n")
+    cmd = [sys.executable, "-m", "bams3_spark", "genotype", geno_ds, "--sites", str(bed)]
+    proc, shown = run_on_terminal(cmd, env={"BAMS3_PROGRESS_DELAY": "0"})
+    assert proc.returncode == 0 and b"genotype:" in shown and b"units" in shown, shown
+    assert proc.stdout.decode().count("\n") == 3001

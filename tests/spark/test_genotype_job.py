@@ -179,3 +179,38 @@ def test_fingerprint_recipe(spark: Any, cohort: list[str], work: Path) -> None:
     got = {(r["sample_a"], r["sample_b"]): (r["sites"], r["concordance"]) for r in pairs.collect()}
     assert got[("A", "C")][1] == 1.0 and got[("A", "C")][0] > 500
     assert got[("A", "B")][1] < 0.8 and got[("B", "C")][1] < 0.8
+
+
+def test_empty_sites_give_an_empty_valid_vcf(spark: Any, cohort: list[str], work: Path) -> None:
+    empty = work / "empty.vcf"
+    empty.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\n")
+    out = work / "empty.out.vcf.gz"
+    run_genotype(spark, cohort, str(empty), str(out), fmt="vcf")
+    res = subprocess.run(["bcftools", "view", str(out)], check=True, capture_output=True, text=True)
+    assert res.stdout.splitlines()[-1].endswith("FORMAT\ts1\ts2:x")
+
+
+@pytest.mark.s3
+def test_datasets_sites_and_vcf_on_s3(spark: Any, cohort: list[str], bed: str, work: Path, s3_bucket: str,
+                                      s3_opts: dict[str, str]) -> None:
+    """Datasets, the sites file and the VCF on S3 (a moto server on loopback)."""
+    import boto3
+
+    from bams3_spark.io.storage import Storage
+
+    url = f"s3://{s3_bucket}/c/s1.bams3"
+    src = Path(cohort[0])
+    dest = Storage(url, **s3_opts)
+    for p in src.rglob("*"):
+        if p.is_file():
+            dest.write_bytes(str(p.relative_to(src)), p.read_bytes())
+    client = boto3.client("s3", endpoint_url=s3_opts["endpoint_url"], region_name="us-east-1")
+    client.put_object(Bucket=s3_bucket, Key="sites.bed", Body=Path(bed).read_bytes())
+    out = f"s3://{s3_bucket}/out/fp.vcf.gz"
+    sites = f"s3://{s3_bucket}/sites.bed"
+    run_genotype(spark, [f"s3://{s3_bucket}/c/*.bams3"], sites, out, fmt="vcf", **s3_opts)
+    got = client.get_object(Bucket=s3_bucket, Key="out/fp.vcf.gz")["Body"].read()
+    assert client.get_object(Bucket=s3_bucket, Key="out/fp.vcf.gz.tbi")["Body"].read()[:2] == b"\x1f\x8b"
+    local = work / "s3-local.vcf.gz"
+    assert bams3(["genotype", cohort[0], "--sites", bed, "-o", str(local), "--quiet"]) == 0
+    assert gzip.decompress(got).decode() == gzip.open(local, "rt").read()
