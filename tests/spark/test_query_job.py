@@ -132,3 +132,22 @@ def test_cli_reports_bad_input_in_one_line(cohort: dict[str, Any], tmp_path: Pat
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("jobs/query.py: error: ") and message in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.s3
+def test_bam_files_to_s3(spark: Any, cohort: dict[str, Any], s3_bucket: str,  # noqa: F811
+                         s3_opts: dict[str, str]) -> None:
+    """OUT may be an S3 prefix: each task uploads its finished file; _SUCCESS comes last."""
+    import boto3
+
+    out = f"s3://{s3_bucket}/brca"
+    result = run_query([cohort["glob"]], out, regions=[REGION], fmt="bam", storage_options=s3_opts,
+                       spark=spark)
+    client = boto3.client("s3", endpoint_url=s3_opts["endpoint_url"], region_name="us-east-1")
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"])
+    assert keys == ["brca/_SUCCESS", "brca/noSM.bam", "brca/sampleA.bam", "brca/sampleB.bam"]
+    data = client.get_object(Bucket=s3_bucket, Key="brca/sampleA.bam")["Body"].read()
+    assert data[:2] == b"\x1f\x8b"  # BGZF
+    assert result.counts == {s: samtools_count(b, [REGION]) for s, b in cohort["bams"].items()}
+    with pytest.raises(FileExistsError, match="already exists"):
+        run_query([cohort["glob"]], out, regions=[REGION], fmt="bam", storage_options=s3_opts, spark=spark)
