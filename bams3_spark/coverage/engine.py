@@ -285,6 +285,22 @@ class CoverageRun:
     paths: dict[str, list[str]] = field(default_factory=dict)
 
 
+def reference_summary(
+    ds: DatasetReader, rname: str, options: CoverageOptions, plan: MosdepthPlan, by: int | None,
+    per_base_path: str | None,
+) -> ReferenceSummary:
+    """A whole reference's mosdepth summary (and per-base BGZF part), as :func:`write_coverage` makes it.
+
+    Adding the summaries of a sample's references in header order to a
+    :class:`MosdepthWriter` (with ``per_base=False``) and concatenating the
+    parts gives the files of :func:`write_coverage` (the Spark job's
+    ``--format mosdepth`` with references as units).
+    """
+    res = _run_task(_Task(ds, rname, None, options, per_base_path=per_base_path, plan=plan, by=by))
+    assert res.summary is not None
+    return res.summary
+
+
 def sample_prefix(prefix: str, sample: str, n_datasets: int) -> str:
     """Output prefix of one sample: ``PREFIX`` alone, ``PREFIX.SAMPLE`` for several."""
     if n_datasets == 1:

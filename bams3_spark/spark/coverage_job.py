@@ -182,6 +182,7 @@ def run_coverage(
     manifest: str | None = None,
     per_base: bool = True,
     thresholds: Sequence[int] = (),
+    cores: int | None = None,
     **storage_options: Any,
 ) -> CoverageResult:
     """Compute coverage and write it to ``out``.
@@ -192,6 +193,8 @@ def run_coverage(
     - ``csv``: the same with a header line.
     - ``bedgraph``: ``out/sample=NAME/part-*.txt``, tab-separated
       ``rname start end value`` lines in genome order, no header.
+    ``cores`` plans for that many cores (default: Spark's default parallelism).
+
     - ``mosdepth``: each sample's mosdepth files, ``out/SAMPLE.mosdepth.summary.txt``,
       ``out/SAMPLE.per-base.bed.gz`` (unless ``per_base`` is False),
       ``out/SAMPLE.regions.bed.gz`` (with ``by``)..., identical to
@@ -212,13 +215,13 @@ def run_coverage(
     _check_by(by)
     if fmt == "mosdepth":
         return _run_mosdepth(spark, paths, out, by, opts, overwrite, manifest, per_base, thresholds,
-                             storage_options)
+                             cores, storage_options)
     from bams3_spark.io.storage import Storage
 
     if not overwrite and Storage(out, **storage_options).exists():
         # Checked here: Spark would fail only after computing everything.
         raise FileExistsError(f"{out}: already exists (use --overwrite to replace it)")
-    plan = _plan(spark, list(paths), manifest, by, opts, storage_options)
+    plan = _plan(spark, list(paths), manifest, by, opts, storage_options, cores=cores)
     value = "mean_depth" if by is not None else "depth"
     frame = plan.frame if plan.sorted else plan.frame.orderBy("sidx", "tid", "start")
     mode = "overwrite" if overwrite else "errorifexists"
@@ -244,30 +247,50 @@ def run_coverage(
 
 def _run_mosdepth(
     spark: Any, paths: Sequence[str], out: str, by: int | None, options: CoverageOptions, overwrite: bool,
-    manifest: str | None, per_base: bool, thresholds: Sequence[int], storage_options: Mapping[str, Any],
+    manifest: str | None, per_base: bool, thresholds: Sequence[int], cores: int | None,
+    storage_options: Mapping[str, Any],
 ) -> CoverageResult:
-    """Each sample's mosdepth files, one unit per sample, written by the task that counts it."""
+    """Each sample's mosdepth files, written by the executors (whole samples, or references assembled)."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    from bams3_spark.spark.cohort import Unit, bundle, check_file_names, resolve_cohort
+    from bams3_spark.spark.cohort import bundle, check_file_names, plan_units, resolve_cohort
     from bams3_spark.spark.costs import JobCosts, accumulator, add_costs
-    from bams3_spark.spark.coverage_tasks import FILES_SCHEMA, CoverageSpec, map_units
+    from bams3_spark.spark.coverage_tasks import (
+        FILES_SCHEMA,
+        PARTS_DIR,
+        SUMMARY_SCHEMA,
+        CoverageSpec,
+        assemble_sample,
+        map_units,
+    )
     from bams3_spark.spark.outputs import abort_output, finish_output, prepare_output
 
     t0 = time.monotonic()
-    cores = max(1, int(spark.sparkContext.defaultParallelism))
+    cores = max(1, int(cores or spark.sparkContext.defaultParallelism))
     cohort = resolve_cohort(list(paths), manifest, storage_options, parallelism=cores)
     check_file_names(cohort.names)
-    units = [Unit(s.sample, s.url, s.index, bytes=s.bytes) for s in cohort.samples]
+    # Whole samples, or (fewer samples than cores) references: their
+    # summaries and per-base parts are then assembled per sample.
+    units = plan_units(cohort, cores, split_references=False)
+    by_reference = any(u.rname is not None for u in units)
     groups = bundle(units, TASKS_PER_CORE * cores)
     storage = prepare_output(out, overwrite, storage_options)
     spec = CoverageSpec(options, by, dict(storage_options), out, per_base, tuple(sorted(set(thresholds))))
     acc = accumulator(spark)
     costs = JobCosts(samples=len(cohort), tasks=len(groups), planning_seconds=time.monotonic() - t0)
     try:
-        _units_frame(spark, groups).mapInArrow(
-            map_units(spec, "files", acc), from_arrow_schema(FILES_SCHEMA)
-        ).write.format("noop").mode("overwrite").save()
+        frame = _units_frame(spark, groups)
+        if by_reference:
+            files = frame.mapInArrow(map_units(spec, "reference", acc), from_arrow_schema(SUMMARY_SCHEMA))
+            files = files.repartition(len(cohort), "sidx").groupBy("sample").applyInPandas(
+                assemble_sample(spec), "sample string, files int"
+            )
+            costs.tasks += len(cohort)
+        else:
+            files = frame.mapInArrow(map_units(spec, "files", acc), from_arrow_schema(FILES_SCHEMA))
+        files.write.format("noop").mode("overwrite").save()
+        if by_reference:
+            storage.delete_tree(PARTS_DIR)
         finish_output(storage)
     except BaseException:
         abort_output(storage)

@@ -194,6 +194,83 @@ def sample_files(unit: Unit, spec: CoverageSpec) -> tuple[int, list[int]]:
     return len(paths), unit_costs(ds, sum(r.chunks for r in ds.manifest.references if r.index is not None))
 
 
+#: Rows of the ``mosdepth`` format's reference tasks (assembled per sample).
+SUMMARY_SCHEMA = pa.schema([("sample", pa.string()), ("sidx", pa.int32()), ("tid", pa.int32()),
+                            ("summary", pa.binary()), ("part", pa.string())])
+#: Where reference tasks leave per-base parts, under the output directory, until assembled.
+PARTS_DIR = ".parts"
+
+
+def reference_files(unit: Unit, spec: CoverageSpec) -> tuple[pa.RecordBatch, list[int]]:
+    """One reference of a sample for ``--format mosdepth``: its summary, and its per-base part under OUT."""
+    from bams3_spark.coverage.engine import reference_summary
+    from bams3_spark.coverage.mosdepth import MosdepthPlan
+    from bams3_spark.spark.cohort import open_counted, safe_name, unit_costs
+    from bams3_spark.spark.outputs import publish, staging
+
+    assert spec.out is not None and unit.rname is not None
+    ds = open_counted(unit, spec.storage_options)
+    # As write_coverage's writers: no per-base text in the plan (parts carry it).
+    plan = MosdepthPlan(spec.by or 0, None, spec.thresholds, False, 2, False)
+    name = f"{PARTS_DIR}/{safe_name(unit.sample)}/{unit.tid:06d}.bgz" if spec.per_base else ""
+    with staging(spec.out, spec.storage_options) as folder:
+        local = os.path.join(folder, "part.bgz") if spec.per_base else None
+        summary = reference_summary(ds, unit.rname, spec.options, plan, spec.by, local)
+        if local is not None:
+            publish(local, spec.out, name, spec.storage_options)
+    row = {"sample": [unit.sample], "sidx": [unit.index], "tid": [unit.tid],
+           "summary": [pickle.dumps(summary)], "part": [name]}
+    figures = unit_costs(ds, ds.reference_entry(unit.rname).chunks)
+    return pa.RecordBatch.from_pydict(row, schema=SUMMARY_SCHEMA), figures
+
+
+def assemble_sample(spec: CoverageSpec) -> Any:
+    """The ``applyInPandas`` function that writes a sample's mosdepth files from its references' results."""
+
+    def run(frame: Any) -> Any:
+        import pandas as pd
+
+        from bams3_spark.coverage.mosdepth import MosdepthWriter
+        from bams3_spark.io.bgzf import BgzfConcatenator
+        from bams3_spark.io.storage import shared_storage
+        from bams3_spark.spark.cohort import safe_name
+        from bams3_spark.spark.outputs import publish, staging
+
+        assert spec.out is not None
+        rows = frame.sort_values("tid")
+        sample = str(rows["sample"].iloc[0])
+        stem = safe_name(sample)
+        storage = shared_storage(spec.out, **dict(spec.storage_options))
+        with staging(spec.out, spec.storage_options) as folder:
+            prefix = os.path.join(folder, stem)
+            thresholds = list(spec.thresholds) or None
+            writer = MosdepthWriter(prefix, by=spec.by, thresholds=thresholds, per_base=False)
+            try:
+                for blob in rows["summary"]:
+                    writer.add_summary(pickle.loads(blob))
+            finally:
+                writer.close()
+            paths = writer.paths()
+            if spec.per_base:
+                cat = BgzfConcatenator(prefix + ".per-base.bed.gz")
+                for i, name in enumerate(rows["part"]):
+                    local = os.path.join(folder, f"part{i}.bgz")
+                    if storage.is_local:
+                        os.replace(storage.full_path(name), local)
+                    else:
+                        storage.fs.get_file(storage.full_path(name), local)
+                    cat.append_part(local)
+                cat.close()
+                paths.append(cat.path)
+            for path in paths:
+                publish(path, spec.out, os.path.basename(path), spec.storage_options)
+        if spec.per_base:
+            storage.delete_tree(f"{PARTS_DIR}/{stem}")
+        return pd.DataFrame({"sample": [sample], "files": [len(paths)]})
+
+    return run
+
+
 def map_units(spec: CoverageSpec, kind: str, costs: Any) -> Any:
     """The ``mapInArrow`` function of a job's tasks: each input row holds a pickled list of units."""
 
@@ -206,6 +283,9 @@ def map_units(spec: CoverageSpec, kind: str, costs: Any) -> Any:
                         yield from out
                     elif kind == "partial":
                         part, figures = run_partial(unit, spec)
+                        yield part
+                    elif kind == "reference":
+                        part, figures = reference_files(unit, spec)
                         yield part
                     else:
                         n, figures = sample_files(unit, spec)

@@ -75,7 +75,9 @@ def publish(path: str, out: str, name: str, storage_options: Mapping[str, Any]) 
     """Move the finished local file ``path`` to ``out/name`` in one step (executors)."""
     storage = shared_storage(out, **dict(storage_options))
     if storage.is_local:
-        os.replace(path, storage.full_path(name))
+        target = storage.full_path(name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(path, target)
         return
     try:
         storage.fs.put_file(path, storage.full_path(name))

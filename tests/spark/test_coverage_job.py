@@ -123,19 +123,25 @@ def test_cohort_of_50_every_sample_equals_the_local_engine(spark: Any, cohort: l
     assert costs.requests >= costs.chunks > 0 and costs.bytes > 0
 
 
+@pytest.mark.parametrize("cores", [2, 1])
 def test_mosdepth_format_files_equal_the_local_engine(spark: Any, mates_ds: str, multi_ds: str,
-                                                      work: Path) -> None:
-    """--format mosdepth: each sample's files, byte for byte those of bams3 coverage for it."""
+                                                      cohort: list[str], work: Path, cores: int) -> None:
+    """--format mosdepth: each sample's files, byte for byte those of bams3 coverage for it.
+
+    Planned for 2 cores, the 3 samples' references are the units (assembled per sample); for 1
+    core, whole samples."""
     import gzip
 
-    out = work / "mosdepth-out"
+    out = work / f"mosdepth-out{cores}"
     sheet = work / "sheet.tsv"
-    sheet.write_text(f"sample\tdataset\nm/1\t{mates_ds}\nmulti\t{multi_ds}\n")
-    result = run_coverage(spark, [], str(out), by=500, fmt="mosdepth", manifest=str(sheet), thresholds=[1, 5])
-    assert result.costs.samples == 2
+    sheet.write_text(f"sample\tdataset\nm/1\t{mates_ds}\nmulti\t{multi_ds}\nS\t{cohort[0]}\n")
+    result = run_coverage(spark, [], str(out), by=500, fmt="mosdepth", manifest=str(sheet), thresholds=[1, 5],
+                          cores=cores)
+    assert result.costs.samples == 3
+    assert result.costs.units > 3 if cores == 2 else result.costs.units == 3
     names = sorted(p.name for p in out.iterdir())
-    assert "_SUCCESS" in names
-    for sample, ds in (("m_1", mates_ds), ("multi", multi_ds)):
+    assert "_SUCCESS" in names and ".parts" not in names
+    for sample, ds in (("m_1", mates_ds), ("multi", multi_ds), ("S", cohort[0])):
         ref = work / f"local-{sample}"
         ref.mkdir(exist_ok=True)
         run = write_coverage(ds, str(ref / sample), by=500, thresholds=[1, 5], workers=1)
