@@ -14,7 +14,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from bams3_spark.cli.common import add_job_flags, flag_value, positive_int, storage_options
+from bams3_spark.cli.common import (
+    add_cohort_inputs,
+    add_job_flags,
+    flag_value,
+    positive_int,
+    require_cohort_inputs,
+    storage_options,
+)
 from bams3_spark.coverage.options import coverage_options
 from bams3_spark.format.flags import DEFAULT_EXCLUDE
 from bams3_spark.spark.coverage_job import FORMATS, run_coverage
@@ -37,10 +44,7 @@ def _thresholds(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     """The job's command line."""
     p = argparse.ArgumentParser(prog=PROG, description="Read depth of BAMS3 datasets with Spark.")
-    p.add_argument("datasets", nargs="*", metavar="DATASET",
-                   help="dataset paths, URLs or quoted globs (one sample each)")
-    p.add_argument("--manifest", metavar="TSV",
-                   help="sample sheet: DATASET or SAMPLE<TAB>DATASET per line (or a header naming columns)")
+    add_cohort_inputs(p)
     p.add_argument("--out", required=True, help="output directory (local path or URL Spark can write)")
     p.add_argument("--by", type=positive_int, metavar="N",
                    help="mean depth per N-base window (default: per-base runs)")
@@ -68,8 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit status (0 done, 1 error, 2 usage)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.datasets and not args.manifest:
-        parser.error("give datasets (paths, URLs, quoted globs) or --manifest TSV")
+    require_cohort_inputs(parser, args)
 
     def work() -> int:
         options = coverage_options(

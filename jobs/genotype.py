@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from bams3_spark.cli.common import add_job_flags, storage_options
+from bams3_spark.cli.common import add_cohort_inputs, add_job_flags, require_cohort_inputs, storage_options
 from bams3_spark.cli.genotype import add_counting_flags, counting_options
 from bams3_spark.spark.jobs import run_job
 
@@ -23,10 +23,7 @@ FORMATS = ("parquet", "tsv", "vcf")
 def build_parser() -> argparse.ArgumentParser:
     """The job's command line (counting options as ``bams3 genotype``'s, samtools mpileup's names)."""
     p = argparse.ArgumentParser(prog=PROG, description="Allele counts at known sites across BAMS3 datasets.")
-    p.add_argument("datasets", nargs="*", metavar="DATASET",
-                   help="dataset paths, URLs or quoted globs (one sample each)")
-    p.add_argument("--manifest", metavar="TSV",
-                   help="sample sheet: DATASET or SAMPLE<TAB>DATASET per line (or a header naming columns)")
+    add_cohort_inputs(p)
     p.add_argument("--sites", required=True, help="BED or VCF/VCF.gz of sites")
     p.add_argument("--out", required=True, help="output directory (parquet, tsv) or .vcf.gz file (vcf)")
     p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default parquet)")
@@ -40,8 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit status (0 done, 1 error, 2 usage)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.datasets and not args.manifest:
-        parser.error("give datasets (paths, URLs, quoted globs) or --manifest TSV")
+    require_cohort_inputs(parser, args)
 
     def work() -> int:
         from bams3_spark.spark.genotype_job import run_genotype

@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from bams3_spark.cli.common import add_job_flags, storage_options
+from bams3_spark.cli.common import add_cohort_inputs, add_job_flags, require_cohort_inputs, storage_options
 from bams3_spark.spark.jobs import run_job
 from bams3_spark.spark.query_job import FORMATS, report, run_query
 from bams3_spark.spark.session import get_session
@@ -26,9 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Query a region across many BAMS3 datasets (a cohort) with Spark."
     )
-    p.add_argument("datasets", nargs="*", metavar="DATASET", help="dataset path, URL or glob (quote globs)")
-    p.add_argument("--manifest", metavar="TSV",
-                   help="sample sheet: DATASET or SAMPLE<TAB>DATASET per line (or a header naming columns)")
+    add_cohort_inputs(p)
     p.add_argument("--region", action="append", default=[], metavar="REGION",
                    help="samtools region, e.g. chr17:43044295-43125364 (repeatable; default: every record)")
     p.add_argument("--out", required=True, metavar="OUT", help="output directory (local or s3:// prefix)")
@@ -43,8 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; return the exit status (0 done, 1 error, 2 usage)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.datasets and not args.manifest:
-        parser.error("give datasets (paths, URLs, quoted globs) or --manifest TSV")
+    require_cohort_inputs(parser, args)
 
     def work() -> int:
         spark = get_session(master=args.master, app_name="bams3-query")

@@ -115,6 +115,20 @@ def add_job_flags(p: argparse.ArgumentParser) -> None:
     add_storage_flags(p)
 
 
+def add_cohort_inputs(p: argparse.ArgumentParser) -> None:
+    """Add a cohort job's inputs: datasets (paths, URLs, quoted globs) and ``--manifest TSV``."""
+    p.add_argument("datasets", nargs="*", metavar="DATASET",
+                   help="dataset paths, URLs or quoted globs (one sample each)")
+    p.add_argument("--manifest", metavar="TSV",
+                   help="sample sheet: DATASET or SAMPLE<TAB>DATASET per line (or a header naming columns)")
+
+
+def require_cohort_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error (exit 2) when :func:`add_cohort_inputs` got neither datasets nor a sheet."""
+    if not args.datasets and not args.manifest:
+        parser.error("give datasets (paths, URLs, quoted globs) or --manifest TSV")
+
+
 class CommandParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line on stderr (and a pointer to
     ``--help``), exit status 2, like every other failure of the command line."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -224,8 +224,22 @@ def load_manifest(storage: Storage) -> Manifest:
     return Manifest.loads(raw, storage.url_of(MANIFEST_NAME))
 
 
-def check_distinct_samples(datasets: Iterable[DatasetReader]) -> None:
+class _Named(Protocol):
+    """A dataset as far as sample names go: a :class:`DatasetReader` or a planned cohort sample."""
+
+    @property
+    def sample(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+
+def check_distinct_samples(datasets: Iterable[_Named], naming: str = "the read groups' SM") -> None:
     """Refuse two datasets of one sample: results are keyed by sample name.
+
+    Args:
+        datasets: Datasets (anything with ``sample`` and ``url``).
+        naming: Where sample names come from, for the message.
 
     Raises:
         DatasetError: Naming the sample and both datasets.
@@ -235,6 +249,6 @@ def check_distinct_samples(datasets: Iterable[DatasetReader]) -> None:
         if ds.sample in seen:
             raise DatasetError(
                 f"sample {ds.sample!r} appears twice ({seen[ds.sample]} and {ds.url}): "
-                "each dataset must have its own sample name (the read groups' SM)"
+                f"each dataset must have its own sample name ({naming})"
             )
         seen[ds.sample] = ds.url

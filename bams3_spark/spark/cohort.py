@@ -258,22 +258,6 @@ def _summarize(url: str, sample: str | None, index: int, storage_options: Mappin
                         refs if keep_references else ())
 
 
-def check_distinct(samples: Iterable[CohortSample]) -> None:
-    """Refuse two datasets of one sample in one line (results are keyed by sample name).
-
-    Raises:
-        DatasetError: Naming the sample and both datasets.
-    """
-    seen: dict[str, str] = {}
-    for s in samples:
-        if s.sample in seen:
-            raise DatasetError(
-                f"sample {s.sample!r} appears twice ({seen[s.sample]} and {s.url}): each dataset must have "
-                "its own sample name (the read groups' SM, or a sample column in --manifest)"
-            )
-        seen[s.sample] = s.url
-
-
 def resolve_cohort(
     datasets: Sequence[str],
     manifest: str | None = None,
@@ -300,6 +284,7 @@ def resolve_cohort(
         DatasetError: For an unusable dataset or a duplicate sample (one line).
         OSError: For storage failures.
     """
+    from bams3_spark.dataset.reader import check_distinct_samples
     from bams3_spark.parallel import thread_map
 
     opts = dict(storage_options or {})
@@ -310,7 +295,7 @@ def resolve_cohort(
         lambda item: _summarize(item[1][0], item[1][1], item[0], opts, keep_references),
         list(enumerate(inputs)), threads, "bams3-cohort",
     ))
-    check_distinct(samples)
+    check_distinct_samples(samples, "the read groups' SM, or the sample column of --manifest")
     return Cohort(tuple(samples), opts)
 
 
@@ -494,7 +479,6 @@ __all__ = [
     "Unit",
     "bundle",
     "by_sample",
-    "check_distinct",
     "check_file_names",
     "open_counted",
     "cohort_inputs",
