@@ -11,18 +11,8 @@ import argparse
 import sys
 from typing import Any
 
-from bams3_spark.cli.common import add_storage_flags, storage_options
+from bams3_spark.cli.common import add_storage_flags, non_negative_int, storage_options
 from bams3_spark.cli.progress import progress_for
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
 
 
 def _flags(text: str) -> int:
@@ -37,9 +27,9 @@ def _flags(text: str) -> int:
 
 def add_counting_flags(p: argparse.ArgumentParser) -> None:
     """samtools mpileup's counting options, names and defaults (``bams3 genotype``, jobs/genotype.py)."""
-    p.add_argument("-Q", "--min-BQ", dest="min_bq", type=_non_negative, default=13, metavar="INT",
+    p.add_argument("-Q", "--min-BQ", dest="min_bq", type=non_negative_int, default=13, metavar="INT",
                    help="skip bases with base quality below INT (default 13)")
-    p.add_argument("-q", "--min-MQ", dest="min_mq", type=_non_negative, default=0, metavar="INT",
+    p.add_argument("-q", "--min-MQ", dest="min_mq", type=non_negative_int, default=0, metavar="INT",
                    help="skip reads with mapping quality below INT (default 0)")
     p.add_argument("--ff", "--excl-flags", dest="ff", type=_flags, default=None, metavar="FLAGS",
                    help="skip reads with any of these FLAG bits (default UNMAP,SECONDARY,QCFAIL,DUP)")
@@ -49,7 +39,7 @@ def add_counting_flags(p: argparse.ArgumentParser) -> None:
                    help="count overlapping mates twice (no overlap detection)")
     p.add_argument("-A", "--count-orphans", action="store_true",
                    help="do not skip reads that are paired but not in a proper pair")
-    p.add_argument("-d", "--max-depth", type=_non_negative, default=8000, metavar="INT",
+    p.add_argument("-d", "--max-depth", type=non_negative_int, default=8000, metavar="INT",
                    help="htslib's per-position read limit (default 8000; 0: none)")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import pysam
+from tests.support.bamgen import sorted_indexed_bam
 
 CONTIGS = [("chr1", 3000), ("HLA-DRB1*15:01:01:01", 1500), ("chrUn:12-34*", 1200)]
 FLAGS_SINGLE = [0, 16, 0, 16, 1024, 256, 512, 2048, 2064, 65, 129, 4 | 0]
@@ -120,10 +120,4 @@ def make_genotype_bam(out: Path, seed: int = 15, deep: int = 300, sample: str = 
         add(f"g{i}", 0, "chr1", 1995, 60, "6M2I4M", "*", 0, 0, _seq(rng, 12), "I" * 12)
         add(f"h{i}", 0, "chr1", 1990, 60, "5M100N5M", "*", 0, 0, _seq(rng, 10), "I" * 10)
     rng.shuffle(recs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sam = out.with_suffix(".unsorted.sam")
-    sam.write_text("\n".join(lines + recs) + "\n")
-    pysam.sort("-o", str(out), str(sam))
-    pysam.index(str(out))
-    sam.unlink()
-    return out
+    return sorted_indexed_bam(out, lines + recs)

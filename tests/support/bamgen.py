@@ -27,6 +27,17 @@ def _qual(rng: random.Random, n: int) -> str:
     return "".join(chr(33 + rng.randint(2, 40)) for _ in range(n))
 
 
+def sorted_indexed_bam(out: Path, sam_lines: list[str]) -> Path:
+    """Write SAM lines (header first, records in any order) as a coordinate-sorted, indexed BAM."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sam = out.with_suffix(".unsorted.sam")
+    sam.write_text("\n".join(sam_lines) + "\n")
+    pysam.sort("-o", str(out), str(sam))
+    pysam.index(str(out))
+    sam.unlink()
+    return out
+
+
 def make_multi_contig_bam(out: Path, seed: int = 7) -> Path:
     """Write, sort and index the test BAM at ``out``; return its path."""
     rng = random.Random(seed)
@@ -155,13 +166,7 @@ def make_multi_contig_bam(out: Path, seed: int = 7) -> Path:
         )
     add("contig_end", 0, "chr2", 700_000 - 29, 60, "30M", "*", 0, 0, _seq(rng, 30), _qual(rng, 30))
     rng.shuffle(recs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sam = out.with_suffix(".unsorted.sam")
-    sam.write_text("\n".join(lines + recs) + "\n")
-    pysam.sort("-o", str(out), str(sam))
-    pysam.index(str(out))
-    sam.unlink()
-    return out
+    return sorted_indexed_bam(out, lines + recs)
 
 
 #: Length of the long contig of :func:`make_bin_test_bam`.
