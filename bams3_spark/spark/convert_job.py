@@ -326,6 +326,10 @@ def convert_samples(
 
     outputs: list[TaskResult] = []
     if tasks:
+        from bams3_spark.spark.costs import logger
+
+        logger.info(f"plan: {len(plans):,} sample(s), {len(tasks):,} task(s) (BAM slices by reference and "
+                    f"window); planned in {time.monotonic() - t0:.2f} s")
         group = f"bams3-convert-{uuid.uuid4().hex[:8]}"
         sc.setJobGroup(group, f"bams3 convert: {len(plans)} sample(s), {len(tasks)} tasks", True)
         try:

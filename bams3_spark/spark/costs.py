@@ -10,8 +10,12 @@ design documents' request cost estimate.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
+
+#: The package's logger: ``jobs/*.py`` show its INFO lines (the plan) on stderr.
+logger = logging.getLogger("bams3_spark")
 
 #: Price of GET requests the estimate uses (S3 standard, per 1,000 requests).
 GET_PRICE_PER_1000 = 0.0004
@@ -47,6 +51,19 @@ class JobCosts:
         """Estimated request cost in dollars (requests x $0.0004 per 1,000)."""
         return request_cost(self.requests)
 
+    def plan_line(self, units: int, chunks: int, nbytes: int) -> str:
+        """The job's one-line plan, logged before its tasks start.
+
+        Args:
+            units: Units of work planned.
+            chunks: Chunk objects of the cohort's samples (what a whole-dataset job reads).
+            nbytes: Their bytes.
+        """
+        return (
+            f"plan: {self.samples:,} sample(s) ({chunks:,} chunk object(s), {nbytes / 1e6:,.1f} MB), "
+            f"{units:,} unit(s) in {self.tasks:,} task(s); planned in {self.planning_seconds:.2f} s"
+        )
+
     def line(self) -> str:
         """The job's one-line cost summary."""
         return (
@@ -55,6 +72,12 @@ class JobCosts:
             f"{self.bytes / 1e6:,.1f} MB fetched; request cost ~${self.request_cost:.4f} "
             f"(${GET_PRICE_PER_1000} per 1,000 GETs); planned in {self.planning_seconds:.2f} s"
         )
+
+
+def log_plan(costs: JobCosts, cohort: Any, units: int) -> None:
+    """Log ``costs.plan_line`` for a cohort on the package's logger (jobs show it on stderr)."""
+    logger.info(costs.plan_line(units, sum(s.chunks for s in cohort.samples),
+                                sum(s.bytes for s in cohort.samples)))
 
 
 def request_cost(requests: int) -> float:
@@ -83,4 +106,4 @@ def add_costs(costs: JobCosts, value: list[int]) -> JobCosts:
     return costs
 
 
-__all__ = ["FIELDS", "GET_PRICE_PER_1000", "JobCosts", "accumulator", "add_costs", "request_cost"]
+__all__ = ["FIELDS", "GET_PRICE_PER_1000", "JobCosts", "accumulator", "add_costs", "log_plan", "request_cost"]

@@ -85,7 +85,7 @@ def _plan(
     from pyspark.sql.types import StructType
 
     from bams3_spark.spark.cohort import bundle, plan_units, resolve_cohort
-    from bams3_spark.spark.costs import JobCosts, accumulator
+    from bams3_spark.spark.costs import JobCosts, accumulator, log_plan
     from bams3_spark.spark.coverage_tasks import (
         PARTIAL_SCHEMA,
         CoverageSpec,
@@ -104,6 +104,9 @@ def _plan(
     groups = bundle(whole, TASKS_PER_CORE * cores)
     costs = JobCosts(samples=len(cohort), tasks=len(groups) + len(runs),
                      planning_seconds=time.monotonic() - t0)
+    if runs:
+        costs.tasks += len({(u.sample, u.rname) for u in runs})  # the boundary reduce
+    log_plan(costs, cohort, len(units))
     acc = accumulator(spark)
     spec = CoverageSpec(options, by, dict(storage_options))
     from pyspark.sql.pandas.types import from_arrow_schema
@@ -117,7 +120,6 @@ def _plan(
         n_refs = len({(u.sample, u.rname) for u in runs})
         reduced = (partials.repartition(n_refs, "sidx", "tid")
                    .groupBy("sample", "sidx", "tid", "rname").applyInPandas(reduce_groups(spec), schema))
-        costs.tasks += n_refs
         frame = frame.unionByName(reduced) if groups else reduced
     return _Plan(frame, not runs, costs, acc)
 
@@ -254,7 +256,7 @@ def _run_mosdepth(
     from pyspark.sql.pandas.types import from_arrow_schema
 
     from bams3_spark.spark.cohort import bundle, check_file_names, plan_units, resolve_cohort
-    from bams3_spark.spark.costs import JobCosts, accumulator, add_costs
+    from bams3_spark.spark.costs import JobCosts, accumulator, add_costs, log_plan
     from bams3_spark.spark.coverage_tasks import (
         FILES_SCHEMA,
         PARTS_DIR,
@@ -277,7 +279,9 @@ def _run_mosdepth(
     storage = prepare_output(out, overwrite, storage_options)
     spec = CoverageSpec(options, by, dict(storage_options), out, per_base, tuple(sorted(set(thresholds))))
     acc = accumulator(spark)
-    costs = JobCosts(samples=len(cohort), tasks=len(groups), planning_seconds=time.monotonic() - t0)
+    costs = JobCosts(samples=len(cohort), tasks=len(groups) + (len(cohort) if by_reference else 0),
+                     planning_seconds=time.monotonic() - t0)
+    log_plan(costs, cohort, len(units))
     try:
         frame = _units_frame(spark, groups)
         if by_reference:
@@ -285,7 +289,6 @@ def _run_mosdepth(
             files = files.repartition(len(cohort), "sidx").groupBy("sample").applyInPandas(
                 assemble_sample(spec), "sample string, files int"
             )
-            costs.tasks += len(cohort)
         else:
             files = frame.mapInArrow(map_units(spec, "files", acc), from_arrow_schema(FILES_SCHEMA))
         files.write.format("noop").mode("overwrite").save()

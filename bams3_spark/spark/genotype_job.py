@@ -110,6 +110,7 @@ def _prepare(
     """(counts DataFrame, samples in cohort order, sites, first dataset, warnings)."""
     from bams3_spark.dataset.reader import DatasetReader
     from bams3_spark.spark.cohort import resolve_cohort
+    from bams3_spark.spark.costs import logger
 
     sc = spark.sparkContext
     cores = max(1, int(sc.defaultParallelism))
@@ -125,6 +126,8 @@ def _prepare(
     units = units.localCheckpoint(eager=True)
     n_units = units.count()
     parts = max(1, min(n_units, 4 * int(sc.defaultParallelism)))
+    logger.info(f"plan: {len(cohort):,} sample(s), {len(st):,} site(s), {n_units:,} unit(s) "
+                f"in {parts:,} task(s)")
     counts = units.repartition(parts).mapInArrow(_count(sites_bc, options), _spark_schema())
     return counts, cohort.names, st, first, warns
 

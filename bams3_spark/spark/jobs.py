@@ -8,6 +8,7 @@ on stderr and exit status 1, with the traceback only under ``--debug``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -36,6 +37,20 @@ def spark_error_line(exc: BaseException) -> str:
     return one_line(exc)
 
 
+class _StderrLines(logging.Handler):
+    """The package's log records as ``PROG: message`` lines on the current stderr (the plan line)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(logging.INFO)
+        self.prog = prog
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(f"{self.prog}: {record.getMessage()}", file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 - logging must never fail the job
+            self.handleError(record)
+
+
 def run_job(prog: str, action: Callable[[], int], debug: bool = False) -> int:
     """Run a job's work; return its exit status, or 1 with one error line on stderr.
 
@@ -49,6 +64,12 @@ def run_job(prog: str, action: Callable[[], int], debug: bool = False) -> int:
 
     from bams3_spark.spark.compat import check_pyspark
 
+    # The job's plan and scan-path lines (INFO of the package's logger) go to stderr
+    # while it runs; the handler looks up sys.stderr at each line.
+    log = logging.getLogger("bams3_spark")
+    handler, level = _StderrLines(prog), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     try:
         check_pyspark()
         return action()
@@ -60,3 +81,6 @@ def run_job(prog: str, action: Callable[[], int], debug: bool = False) -> int:
             traceback.print_exc()
         print(f"{prog}: error: {spark_error_line(exc)}", file=sys.stderr)
         return 1
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)

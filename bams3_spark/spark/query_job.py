@@ -215,7 +215,7 @@ def run_query(
         OSError: For storage failures.
     """
     from bams3_spark.spark.cohort import bundle, check_file_names, resolve_cohort
-    from bams3_spark.spark.costs import JobCosts, accumulator, add_costs
+    from bams3_spark.spark.costs import JobCosts, accumulator, add_costs, log_plan
     from bams3_spark.spark.outputs import abort_output, finish_output, prepare_output
 
     if fmt not in FORMATS:
@@ -237,8 +237,15 @@ def run_query(
     groups = bundle(units, TASKS_PER_CORE * cores)
     kind = "count" if count else fmt if fmt in ("bam", "sam") else "records"
     spec = _Spec(tuple(regions), opts, kind, out if kind in ("bam", "sam") else None)
+    # Output checked before the plan is shown: a refused output is the job's only line.
+    storage = None
+    if kind in ("bam", "sam"):
+        storage = prepare_output(out, overwrite, opts)
+    else:
+        _check_output(out, overwrite, opts)
     acc = accumulator(spark)
     costs = JobCosts(samples=len(cohort), tasks=len(groups), planning_seconds=time.monotonic() - t0)
+    log_plan(costs, cohort, len(units))
     from pyspark.sql.pandas.types import from_arrow_schema
 
     rows = [(i, pickle.dumps(g)) for i, g in enumerate(groups)]
@@ -250,7 +257,6 @@ def run_query(
         from bams3_spark.format.schema import RECORD_SCHEMA
 
         schema = pa.schema([*RECORD_SCHEMA, pa.field("sample", pa.string(), nullable=False)])
-        _check_output(out, overwrite, opts)
         records = frame.mapInArrow(_map(spec, acc, schema), from_arrow_schema(schema))
         writer = records.write.mode(mode).partitionBy("sample")
         if fmt == "csv":
@@ -261,14 +267,10 @@ def run_query(
         else:
             writer.parquet(_spark_path(out))
     else:
-        if kind == "count":
-            _check_output(out, overwrite, opts)
-        else:
-            storage = prepare_output(out, overwrite, opts)
         try:
             found = frame.mapInArrow(_map(spec, acc), from_arrow_schema(_COUNT_SCHEMA)).collect()
         except BaseException:
-            if kind != "count":
+            if storage is not None:
                 abort_output(storage)
             raise
         by_sample = {r["sample"]: int(r["count"]) for r in found}
@@ -280,7 +282,7 @@ def run_query(
                 writer.option("header", "true").csv(_spark_path(out))
             else:
                 writer.parquet(_spark_path(out))
-        else:
+        elif storage is not None:
             finish_output(storage)
     return QueryResult(out, fmt, len(cohort), counts, add_costs(costs, acc.value))
 
