@@ -102,10 +102,10 @@ def _plan(
     whole = [u for u in units if not u.split]
     runs = [u for u in units if u.split]
     groups = bundle(whole, TASKS_PER_CORE * cores)
-    costs = JobCosts(samples=len(cohort), tasks=len(groups) + len(runs),
+    # Split references are resolved in one reduce task each, per (sample, reference).
+    n_refs = len({(u.sample, u.rname) for u in runs})
+    costs = JobCosts(samples=len(cohort), tasks=len(groups) + len(runs) + n_refs,
                      planning_seconds=time.monotonic() - t0)
-    if runs:
-        costs.tasks += len({(u.sample, u.rname) for u in runs})  # the boundary reduce
     log_plan(costs, cohort, len(units))
     acc = accumulator(spark)
     spec = CoverageSpec(options, by, dict(storage_options))
@@ -117,7 +117,6 @@ def _plan(
         partials = _units_frame(spark, [[u] for u in runs]).mapInArrow(
             map_units(spec, "partial", acc), from_arrow_schema(PARTIAL_SCHEMA)
         )
-        n_refs = len({(u.sample, u.rname) for u in runs})
         reduced = (partials.repartition(n_refs, "sidx", "tid")
                    .groupBy("sample", "sidx", "tid", "rname").applyInPandas(reduce_groups(spec), schema))
         frame = frame.unionByName(reduced) if groups else reduced
