@@ -2,7 +2,8 @@
 
 Allele counts (``samtools mpileup -B`` rules) of one or many samples at the
 sites of a BED or VCF file, written as Parquet or TSV partitioned by sample,
-or as one multi-sample bgzipped VCF (FORMAT ``DP:AD``). The work is done by
+or as one multi-sample bgzipped VCF (FORMAT ``DP:AD``). Prints a one-line
+summary with the job's costs. The work is done by
 :func:`bams3_spark.spark.genotype_job.run_genotype`.
 """
 
@@ -45,11 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         options = counting_options(args)
         spark = get_session(master=args.master, app_name="bams3-genotype")
-        warns = run_genotype(spark, args.datasets, args.sites, args.out, fmt=args.format, options=options,
-                             overwrite=args.overwrite, manifest=args.manifest, **storage_options(args))
-        for w in warns:
+        result = run_genotype(spark, args.datasets, args.sites, args.out, fmt=args.format, options=options,
+                              overwrite=args.overwrite, manifest=args.manifest, **storage_options(args))
+        for w in result.warnings:
             print(f"{PROG}: warning: {w}", file=sys.stderr)
-        print(f"{args.out}: genotypes written ({args.format})")
+        print(f"{args.out}: genotypes written ({args.format}); {result.costs.line()}")
         return 0
 
     return run_job(PROG, work, args.debug)

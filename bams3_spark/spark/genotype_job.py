@@ -28,7 +28,9 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bams3_spark.exceptions import InvalidArgumentError
@@ -48,6 +50,24 @@ VCF_BLOCK_CELLS = 200_000
 _UNIT_SCHEMA = "sidx int, sample string, lo long, hi long, unit binary"
 
 
+@dataclass
+class GenotypeResult:
+    """What a genotyping job did: where, warnings (sites past a reference's end) and its costs.
+
+    Attributes:
+        out: The output (directory, or the ``.vcf.gz`` file).
+        format: ``parquet``, ``tsv`` or ``vcf``.
+        warnings: One line per sites file problem that did not stop the job.
+        costs: A :class:`~bams3_spark.spark.costs.JobCosts`: units counted, chunk
+            objects, GET requests and bytes the executors read (planning included).
+    """
+
+    out: str
+    format: str
+    warnings: list[str] = field(default_factory=list)
+    costs: Any = None
+
+
 def _spark_schema() -> str:
     import pyarrow as pa
 
@@ -55,19 +75,24 @@ def _spark_schema() -> str:
     return f"sidx int, idx long, {cols}"
 
 
-def _plan(sites_bc: Any, storage_options: Mapping[str, Any]) -> Any:
-    """Planning (executors): each item is (dataset index, URL); yields its units."""
+def _plan(sites_bc: Any, storage_options: Mapping[str, Any], acc: Any) -> Any:
+    """Planning (executors): each item is (dataset index, URL, sample); yields its units.
+
+    The dataset is read through a counting storage; its manifest and index
+    reads go to ``acc`` here, and the units carry the storage to the counting
+    tasks, which add what they read.
+    """
 
     def run(item: tuple[int, str, str]) -> Iterator[tuple[Any, ...]]:
-        from bams3_spark.dataset.reader import DatasetReader
         from bams3_spark.genotype.engine import plan_units
-        from bams3_spark.spark.cohort import with_sample
+        from bams3_spark.spark import cohort
 
         sidx, url, sample = item
-        ds = with_sample(DatasetReader.open(url, **storage_options), sample)
+        ds = cohort.open_counted(cohort.Unit(sample, url, sidx), storage_options)
         sites = sites_bc.value
         sites.check_references(dict(ds.lengths), ds.url)  # unknown references fail here
         units = plan_units(ds, sites)
+        acc.add([0, *cohort.unit_costs(ds, 0)[1:]])
         if not units:
             yield (sidx, ds.sample, 0, 0, None)
         for u in units:
@@ -76,8 +101,8 @@ def _plan(sites_bc: Any, storage_options: Mapping[str, Any]) -> Any:
     return run
 
 
-def _count(sites_bc: Any, options: GenotypeOptions) -> Any:
-    """Counting (executors): each row is one unit; yields its rows of counts."""
+def _count(sites_bc: Any, options: GenotypeOptions, acc: Any) -> Any:
+    """Counting (executors): each row is one unit; yields its rows of counts and adds its costs to ``acc``."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import numpy as np
@@ -93,7 +118,10 @@ def _count(sites_bc: Any, options: GenotypeOptions) -> Any:
                     continue
                 unit: Unit = pickle.loads(row["unit"])
                 lo, hi = unit.lo, unit.hi
+                st: Any = unit.ds.storage  # the planning's counting storage, with its figures then
+                before = (st.requests, st.bytes_read)
                 table = read_unit_records(unit, options.columns)
+                acc.add([1, len(unit.chunks), st.requests - before[0], st.bytes_read - before[1]])
                 counts = count_positions(table, sites.pos[lo:hi], options, unit.rname, unit.ds.url)
                 t = counts_table(row["sample"], chroms[lo:hi], sites.pos[lo:hi], counts)
                 t = t.add_column(0, "idx", pa.array(np.arange(lo, hi, dtype=np.int64)))
@@ -103,16 +131,27 @@ def _count(sites_bc: Any, options: GenotypeOptions) -> Any:
     return run
 
 
+@dataclass
+class _Prepared:
+    counts: Any  # DataFrame of counts (sidx, idx, SCHEMA)
+    samples: list[str]
+    sites: Sites
+    first: Any  # the first dataset (its header makes the VCF's)
+    warnings: list[str]
+    costs: Any  # JobCosts, filled from ``acc`` once the counts are written
+    acc: Any
+
+
 def _prepare(
     spark: Any, paths: Sequence[str], sites: str | Sites, options: GenotypeOptions,
     storage_options: Mapping[str, Any], manifest: str | None = None,
-) -> tuple[Any, list[str], Sites, Any, list[str]]:
-    """(counts DataFrame, samples in cohort order, sites, first dataset, warnings)."""
+) -> _Prepared:
     from bams3_spark.dataset.reader import DatasetReader
     from bams3_spark.spark.cohort import resolve_cohort
-    from bams3_spark.spark.costs import logger
+    from bams3_spark.spark.costs import JobCosts, accumulator, logger
 
     sc = spark.sparkContext
+    t0 = time.monotonic()
     cores = max(1, int(sc.defaultParallelism))
     # Paths, URLs, globs and --manifest; manifests read, duplicate samples refused (one line).
     cohort = resolve_cohort(list(paths), manifest, storage_options, parallelism=cores)
@@ -120,16 +159,18 @@ def _prepare(
     first = DatasetReader.open(cohort.samples[0].url, **storage_options)
     warns = st.check_references(dict(first.lengths), first.url)  # fail early on a bad sites file
     sites_bc = sc.broadcast(st)
+    acc = accumulator(spark)
     items = [(s.index, s.url, s.sample) for s in cohort.samples]
     planned = sc.parallelize(items, max(1, min(len(items), 4 * cores)))
-    units = spark.createDataFrame(planned.flatMap(_plan(sites_bc, dict(storage_options))), _UNIT_SCHEMA)
-    units = units.localCheckpoint(eager=True)
+    units = spark.createDataFrame(planned.flatMap(_plan(sites_bc, dict(storage_options), acc)), _UNIT_SCHEMA)
+    units = units.localCheckpoint(eager=True)  # planned once: its reads are counted once
     n_units = units.count()
-    parts = max(1, min(n_units, 4 * int(sc.defaultParallelism)))
+    parts = max(1, min(n_units, 4 * cores))
+    costs = JobCosts(samples=len(cohort), tasks=parts, planning_seconds=time.monotonic() - t0)
     logger.info(f"plan: {len(cohort):,} sample(s), {len(st):,} site(s), {n_units:,} unit(s) "
-                f"in {parts:,} task(s)")
-    counts = units.repartition(parts).mapInArrow(_count(sites_bc, options), _spark_schema())
-    return counts, cohort.names, st, first, warns
+                f"in {parts:,} task(s); planned in {costs.planning_seconds:.2f} s")
+    counts = units.repartition(parts).mapInArrow(_count(sites_bc, options, acc), _spark_schema())
+    return _Prepared(counts, cohort.names, st, first, warns, costs, acc)
 
 
 def genotype_dataframe(
@@ -149,9 +190,9 @@ def genotype_dataframe(
     (:func:`bams3_spark.spark.cohort.parse_sample_sheet`).
     """
     opts = options or GenotypeOptions()
-    frame, _, _, _, _ = _prepare(spark, [paths] if isinstance(paths, str) else list(paths), sites, opts,
-                                 storage_options, manifest)
-    return frame.orderBy("sidx", "idx").select(*SCHEMA.names)
+    prep = _prepare(spark, [paths] if isinstance(paths, str) else list(paths), sites, opts, storage_options,
+                    manifest)
+    return prep.counts.orderBy("sidx", "idx").select(*SCHEMA.names)
 
 
 def _vcf_block(sites_bc: Any, samples: list[str]) -> Any:
@@ -228,8 +269,8 @@ def run_genotype(
     overwrite: bool = False,
     manifest: str | None = None,
     **storage_options: Any,
-) -> list[str]:
-    """Count alleles of datasets at sites and write them to ``out``; return warnings (sites past an end).
+) -> GenotypeResult:
+    """Count alleles of datasets at sites and write them to ``out``.
 
     Formats:
 
@@ -241,31 +282,37 @@ def run_genotype(
       FORMAT ``DP:AD``, samples in dataset order, sites in file order, as
       ``bams3 genotype -o out.vcf.gz`` writes it.
 
+    Returns:
+        Where and what was written, the sites file's warnings (sites past a
+        reference's end), and the job's costs (units, chunk objects, GET
+        requests, bytes fetched; each counting unit is counted once).
+
     Raises:
         InvalidArgumentError: For an unknown format.
         FileExistsError: If ``out`` exists and ``overwrite`` is False.
         SitesError, Bams3Error, OSError: For a bad sites file, datasets or storage.
     """
     from bams3_spark.io.storage import Storage
+    from bams3_spark.spark.costs import add_costs
 
     if fmt not in FORMATS:
         raise InvalidArgumentError(f"unknown format {fmt!r}; formats are {', '.join(FORMATS)}")
     if not overwrite and Storage(out, **storage_options).exists():
         raise FileExistsError(f"{out}: already exists (use --overwrite to replace it)")
     opts = options or GenotypeOptions()
-    counts, samples, st, first, warns = _prepare(spark, list(paths), sites, opts, storage_options, manifest)
+    prep = _prepare(spark, list(paths), sites, opts, storage_options, manifest)
     if fmt == "vcf":
-        _write_vcf(spark, counts, samples, st, first, out, storage_options)
-        return warns
-    mode = "overwrite" if overwrite else "errorifexists"
-    n = max(1, min(len(samples), 4 * int(spark.sparkContext.defaultParallelism)))
-    frame = counts.repartition(n, "sample").sortWithinPartitions("sample", "idx").select(*SCHEMA.names)
-    writer = frame.write.mode(mode).partitionBy("sample")
-    if fmt == "tsv":
-        writer.option("sep", "\t").option("header", True).csv(out)
+        _write_vcf(spark, prep.counts, prep.samples, prep.sites, prep.first, out, storage_options)
     else:
-        writer.parquet(out)
-    return warns
+        mode = "overwrite" if overwrite else "errorifexists"
+        n = max(1, min(len(prep.samples), 4 * int(spark.sparkContext.defaultParallelism)))
+        frame = prep.counts.repartition(n, "sample").sortWithinPartitions("sample", "idx").select(*SCHEMA.names)
+        writer = frame.write.mode(mode).partitionBy("sample")
+        if fmt == "tsv":
+            writer.option("sep", "\t").option("header", True).csv(out)
+        else:
+            writer.parquet(out)
+    return GenotypeResult(out, fmt, prep.warnings, add_costs(prep.costs, prep.acc.value))
 
 
-__all__ = ["FORMATS", "genotype_dataframe", "run_genotype"]
+__all__ = ["FORMATS", "GenotypeResult", "genotype_dataframe", "run_genotype"]

@@ -71,7 +71,8 @@ def test_outputs_equal_bams3_genotype(spark: Any, cohort: list[str], bed: str, w
     local_vcf = work / "local.vcf.gz"
     assert bams3(["genotype", *cohort, "--sites", bed, "-o", str(local_vcf), "--quiet"]) == 0
     job_vcf = work / "job.vcf.gz"
-    assert "past its end" in run_genotype(spark, cohort, bed, str(job_vcf), fmt="vcf")[0]
+    vcf_result = run_genotype(spark, cohort, bed, str(job_vcf), fmt="vcf")
+    assert "past its end" in vcf_result.warnings[0]
     with gzip.open(local_vcf, "rt") as a, gzip.open(job_vcf, "rt") as b:
         assert a.read() == b.read()
     subprocess.run(["bcftools", "view", "-H", "-r", "chr1:100-110", str(job_vcf)], check=True,
@@ -89,7 +90,10 @@ def test_outputs_equal_bams3_genotype(spark: Any, cohort: list[str], bed: str, w
         assert parts[0].read_text().splitlines() == want
 
     pq_dir = work / "pq"
-    run_genotype(spark, cohort, bed, str(pq_dir), fmt="parquet")
+    pq_result = run_genotype(spark, cohort, bed, str(pq_dir), fmt="parquet")
+    # Each output path counts each unit once (the VCF's reduce and sort do not re-run the counting).
+    assert vcf_result.costs.units == pq_result.costs.units
+    assert (vcf_result.costs.chunks, vcf_result.costs.bytes) == (pq_result.costs.chunks, pq_result.costs.bytes)
     table = pq.read_table(pq_dir / "sample=s1")
     with pytest.warns(UserWarning, match="past"):
         expected = genotype_table(cohort[0], bed)
@@ -97,6 +101,22 @@ def test_outputs_equal_bams3_genotype(spark: Any, cohort: list[str], bed: str, w
         expected.drop_columns(["sample"]).to_pylist()
     with pytest.raises(FileExistsError):
         run_genotype(spark, cohort, bed, str(pq_dir), fmt="parquet")
+
+
+def test_costs_count_what_the_units_read(spark: Any, cohort: list[str], bed: str, work: Path) -> None:
+    """The summary's figures: every unit once, its chunk objects, and the bytes really fetched."""
+    from bams3_spark.dataset.reader import DatasetReader
+    from bams3_spark.genotype.engine import load_sites, plan_units
+
+    sites = load_sites(bed, {})
+    units = [u for ds in cohort for u in plan_units(DatasetReader.open(ds), sites)]
+    result = run_genotype(spark, cohort, bed, str(work / "costs"), fmt="parquet", overwrite=True)
+    costs = result.costs
+    assert (costs.samples, costs.units, costs.chunks) == (2, len(units), sum(len(u.chunks) for u in units))
+    # Only the counting's columns are fetched: more than the footers, less than the objects.
+    assert 0 < costs.bytes < sum(u.bytes for u in units) + 2 * 100_000
+    assert costs.requests > costs.chunks
+    assert f"{len(units):,} unit(s)" in costs.line()
 
 
 def test_job_errors_are_one_line(spark: Any, cohort: list[str], work: Path,
@@ -135,6 +155,7 @@ def test_spark_submit_on_a_standalone_cluster(
     proc = spark_submit(cluster, JOB, args, tmp_path)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, "\n".join(line for line in text.splitlines() if " INFO " not in line)[-4000:]
+    assert "genotypes written (vcf); 2 sample(s)" in proc.stdout and "GET request(s)" in proc.stdout
     local = tmp_path / "local.vcf.gz"
     assert bams3(["genotype", *cohort, "--sites", bed, "-o", str(local), "--quiet"]) == 0
     with gzip.open(local, "rt") as a, gzip.open(out, "rt") as b:
