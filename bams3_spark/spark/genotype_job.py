@@ -306,7 +306,8 @@ def run_genotype(
     else:
         mode = "overwrite" if overwrite else "errorifexists"
         n = max(1, min(len(prep.samples), 4 * int(spark.sparkContext.defaultParallelism)))
-        frame = prep.counts.repartition(n, "sample").sortWithinPartitions("sample", "idx").select(*SCHEMA.names)
+        frame = prep.counts.repartition(n, "sample").sortWithinPartitions("sample", "idx")
+        frame = frame.select(*SCHEMA.names)
         writer = frame.write.mode(mode).partitionBy("sample")
         if fmt == "tsv":
             writer.option("sep", "\t").option("header", True).csv(out)
