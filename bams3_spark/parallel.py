@@ -199,19 +199,6 @@ def keep_freed_memory() -> None:
     mallopt(m_mmap_threshold, 64 << 20)
 
 
-def _load_before_fork() -> None:
-    """Load here what every forked worker would otherwise load for itself, so they share its pages.
-
-    pyarrow loads its pandas integration (pandas itself, ~35 MB and ~0.3 s) on
-    its first conversion of Python or NumPy data, in every process. Loaded
-    once before the fork, the workers share it copy-on-write instead of each
-    importing its own copy.
-    """
-    import pyarrow as pa
-
-    pa.array([0])  # the first conversion loads the integration (nothing public does it alone)
-
-
 def process_pool(
     workers: int, initializer: Callable[[], None] | None = None
 ) -> cf.ProcessPoolExecutor:
@@ -219,7 +206,6 @@ def process_pool(
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1:
         method = "fork"
-        _load_before_fork()
     elif "forkserver" in methods:
         method = "forkserver"
     else:

@@ -17,7 +17,7 @@ PACKAGE = ROOT / "bams3_spark"
 #: Layers, lowest first; a module may import its own package and lower layers only.
 LAYERS: list[set[str]] = [
     {"exceptions"},
-    {"format", "parallel"},
+    {"format", "parallel", "arrays"},
     {"io"},
     {"bam"},
     {"dataset"},

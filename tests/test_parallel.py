@@ -143,30 +143,6 @@ def test_start_method_follows_the_threads_of_this_process() -> None:
     assert busy == ("forkserver" if "forkserver" in methods else "spawn")
 
 
-_FORKED_WORKER_SHARES = """
-import sys
-from bams3_spark.parallel import process_pool
-
-def loaded(_):
-    return "pandas" in sys.modules
-
-if __name__ == "__main__":
-    assert "pandas" not in sys.modules
-    with process_pool(1) as pool:
-        print(pool._mp_context.get_start_method(), pool.submit(loaded, 0).result())
-"""
-
-
-def test_forked_workers_share_what_pyarrow_loads_on_first_use(tmp_path: Path) -> None:
-    """pyarrow's pandas integration is loaded before the fork, once, not in every worker."""
-    script = tmp_path / "share.py"
-    script.write_text(_FORKED_WORKER_SHARES)
-    out = subprocess.run([sys.executable, str(script)], check=True, capture_output=True, text=True).stdout
-    method, loaded = out.split()
-    if method == "fork":
-        assert loaded == "True"
-
-
 def _pid_of(x: int) -> tuple[int, int]:
     return x, os.getpid()
 

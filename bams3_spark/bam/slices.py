@@ -34,7 +34,7 @@ from bams3_spark.bam.index import MAX_BLOCK, BinIndex, parse_index
 from bams3_spark.bam.reader import BamInfo, inspect_bam
 from bams3_spark.exceptions import Bams3Error, InputFormatError, one_line
 from bams3_spark.io.bgzf import EOF_BLOCK
-from bams3_spark.io.storage import Storage, shared_storage, split_url, storage_for_file
+from bams3_spark.io.storage import CountingStorage, Storage, shared_storage, split_url, storage_for_file
 
 #: Give up looking for the end of a header after this many bytes.
 MAX_HEADER_PREFIX = 64 << 20
@@ -170,7 +170,7 @@ def _inspect_local(url: str) -> tuple[BamInfo, BinIndex, BamSource]:
     return info, index, BamSource(url, {}, size, index_name, len(raw), 0, local_path=path)
 
 
-def _fetch_into(storage: Storage, name: str, fh: Any, lo: int, hi: int) -> int:
+def _fetch_into(storage: Storage, name: str, fh: Any, lo: int, hi: int) -> None:
     fh.seek(lo)
     pos = lo
     while pos < hi:
@@ -179,7 +179,6 @@ def _fetch_into(storage: Storage, name: str, fh: Any, lo: int, hi: int) -> int:
             raise OSError(f"{storage.url_of(name)}: shorter than expected (changed during the job?)")
         fh.write(piece)
         pos += len(piece)
-    return hi - lo
 
 
 # Per executor process (Python workers are reused): every task of a sample
@@ -191,13 +190,13 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_DIR: list[str] = []
 
 
-def _cached_header(source: BamSource, storage: Storage, name: str) -> tuple[bytes, int]:
-    """Return the input's first ``header_bytes`` bytes and how many were downloaded now."""
+def _cached_header(source: BamSource, storage: Storage, name: str) -> bytes:
+    """Return the input's first ``header_bytes`` bytes (downloaded once per executor process)."""
     key = (storage.url_of(name), source.size)
     with _CACHE_LOCK:
         data = _HEADER_CACHE.get(key)
         if data is not None and len(data) == source.header_bytes:
-            return data, 0
+            return data
     data = storage.read_bytes(name, 0, source.header_bytes)
     if len(data) != source.header_bytes:
         raise OSError(f"{storage.url_of(name)}: shorter than expected (changed during the job?)")
@@ -205,7 +204,7 @@ def _cached_header(source: BamSource, storage: Storage, name: str) -> tuple[byte
         if len(_HEADER_CACHE) > 64:
             _HEADER_CACHE.clear()
         _HEADER_CACHE[key] = data
-    return data, len(data)
+    return data
 
 
 def _cached_index(source: BamSource, storage: Storage) -> str:
@@ -226,33 +225,35 @@ def _cached_index(source: BamSource, storage: Storage) -> str:
 
 
 @contextmanager
-def local_slice(source: BamSource, byte_range: tuple[int, int] | None) -> Iterator[tuple[str, int]]:
-    """Yield (local BAM path, bytes downloaded) holding the header and ``byte_range`` of a BAM.
+def local_slice(source: BamSource, byte_range: tuple[int, int] | None) -> Iterator[tuple[str, int, int]]:
+    """Yield (local BAM path, bytes downloaded, requests made) holding the header and ``byte_range`` of a BAM.
 
-    A local source is yielded as it is; a remote one becomes a sparse local
-    file of the same layout (see the module notes), deleted afterwards.
+    A local source is yielded as it is (nothing downloaded); a remote one
+    becomes a sparse local file of the same layout (see the module notes),
+    deleted afterwards. The figures count what this call downloaded: the
+    header and index only when this process had not cached them yet.
     """
     src = source
     if src.local_path is not None:
-        yield src.local_path, 0
+        yield src.local_path, 0, 0
         return
     folder, name = posixpath.split(src.url)
-    storage = shared_storage(folder, **src.storage_options)
+    storage = CountingStorage(shared_storage(folder, **src.storage_options))
     with tempfile.TemporaryDirectory(prefix="bams3-slice-") as tmp:
         stub = os.path.join(tmp, "input.bam")
         end = src.header_bytes
         with open(stub, "wb") as fh:
-            header, fetched = _cached_header(src, storage, name)
+            header = _cached_header(src, storage, name)
             fh.write(header)
             if byte_range is not None:
                 lo, hi = byte_range
                 lo = max(lo, src.header_bytes)
                 if lo < hi:
-                    fetched += _fetch_into(storage, name, fh, lo, hi)
+                    _fetch_into(storage, name, fh, lo, hi)
                 end = max(end, hi)
             if end < src.size:
                 # The holes stay sparse; only the EOF marker htslib checks is added.
                 fh.seek(end)
                 fh.write(EOF_BLOCK)
         os.symlink(_cached_index(src, storage), stub + src.index_suffix)
-        yield stub, fetched
+        yield stub, storage.bytes_read, storage.requests

@@ -12,6 +12,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from bams3_spark.arrays import strings
+
 I64 = npt.NDArray[np.int64]
 
 # BAM op codes: M I D N S H P = X B
@@ -37,26 +39,6 @@ class Cigars:
     block_ptr: I64  # blocks of string i are block_*[ptr[i]:ptr[i+1]]
     block_start: I64  # reference offset of each block from the read start
     block_end: I64
-
-
-def string_array(col: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """Return a column as one plain (large_)string array without nulls."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.cast(arr.type.value_type)
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        arr = arr.cast(pa.string())
-    if arr.null_count:
-        raise ValueError("string column contains nulls; BAMS3 record columns are non-null")
-    return arr
-
-
-def int64_array(col: pa.ChunkedArray | pa.Array) -> I64:
-    """Return an integer column as a numpy int64 array."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if arr.null_count:
-        raise ValueError("integer column contains nulls; BAMS3 record columns are non-null")
-    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def string_bytes(arr: pa.Array) -> tuple[npt.NDArray[np.uint8], I64]:
@@ -88,7 +70,7 @@ def parse_cigars(cigars: pa.Array, count_deletions: bool = False) -> Cigars:
         ValueError: On a malformed CIGAR string.
     """
     n = len(cigars)
-    data, offsets = string_bytes(string_array(cigars))
+    data, offsets = string_bytes(strings(cigars))
     lengths = np.diff(offsets)
     str_of_byte = np.repeat(np.arange(n, dtype=np.int64), lengths)
     first_byte = np.zeros(n, dtype=np.uint8)

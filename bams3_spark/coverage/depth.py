@@ -33,7 +33,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from bams3_spark.coverage.cigar import expand_blocks, int64_array, parse_cigars, string_array
+from bams3_spark.arrays import bool_array, int_array, ints, strings
+from bams3_spark.coverage.cigar import expand_blocks, parse_cigars
 
 # STORE, STORE_IF_UNSEEN and TAKE are re-exported: coverage.chunked (the
 # Spark job's form) imports them from here.
@@ -304,10 +305,10 @@ class DepthAccumulator:
         if table.num_rows == 0:
             return
         opts = self.options
-        pos = int64_array(table.column("pos"))
+        pos = ints(table.column("pos"))
         placed = pos > 0
         if not placed.all():
-            table = table.filter(pa.array(placed))
+            table = table.filter(bool_array(placed))
             pos = pos[placed]
             if len(pos) == 0:
                 return
@@ -316,8 +317,8 @@ class DepthAccumulator:
         self._last_pos = int(pos[-1])
         self._n_records += len(pos)
 
-        flag = int64_array(table.column("flag"))
-        mapq = int64_array(table.column("mapq"))
+        flag = ints(table.column("flag"))
+        mapq = ints(table.column("mapq"))
         passing = (mapq >= opts.mapq) & ((flag & opts.flag_exclude) == 0)
         if opts.flag_include:
             passing &= (flag & opts.flag_include) != 0
@@ -326,7 +327,7 @@ class DepthAccumulator:
         if len(sel) == 0:
             return
         start = pos[sel] - 1
-        stop = int64_array(table.column("end"))[sel]
+        stop = ints(table.column("end"))[sel]
         if opts.mode == "samtools":
             # samtools depth also reports positions past the reference end
             # that reads cover (mosdepth would fail): grow the array for them.
@@ -347,9 +348,9 @@ class DepthAccumulator:
         # (copying every column of the chunk was a large share of the time).
         all_pass = len(sel) == table.num_rows
         cigar_col = table.column("cigar")
-        cigar = string_array(cigar_col if all_pass else cigar_col.take(pa.array(sel)))
+        cigar = strings(cigar_col if all_pass else cigar_col.take(int_array(sel)))
         enc = cigar.dictionary_encode()
-        codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        codes = ints(enc.indices)
         parsed = parse_cigars(enc.dictionary, opts.count_deletions)
         _, bstart, bend = expand_blocks(parsed, codes, start)
         self._add_events(bstart, bend)
@@ -358,7 +359,7 @@ class DepthAccumulator:
             flag_s = flag[sel]
             cand = np.flatnonzero(((flag_s & PROPER_PAIR) != 0) & ((flag_s & SUPPLEMENTARY) == 0))
             if len(cand):
-                mates = table.select(["qname", "rnext", "pnext"]).take(pa.array(sel[cand]))
+                mates = table.select(["qname", "rnext", "pnext"]).take(int_array(sel[cand]))
                 self._mates.apply(
                     mates, cand, start, stop, cigar, parsed.n_ops[codes], self.name, self._add_events
                 )

@@ -16,12 +16,15 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bams3_spark.coverage.cigar import expand_blocks, int64_array, parse_cigars, string_array
+from bams3_spark.arrays import bool_array, bools, int_array, ints, string_array, strings
+from bams3_spark.coverage.cigar import expand_blocks, parse_cigars
 
 I64 = npt.NDArray[np.int64]
 
 #: Kinds of mate candidates in mosdepth's rule: store, store-if-unseen, take (see DepthAccumulator).
 STORE, STORE_IF_UNSEEN, TAKE = 0, 1, 2
+#: ``index_in``'s answer for a name not stored (an Arrow scalar: a Python -1 would load pandas).
+_NOT_FOUND = int_array([-1], pa.int32())[0]
 
 
 @dataclass
@@ -37,7 +40,7 @@ class PendingMates:
     @classmethod
     def empty(cls) -> PendingMates:
         z = np.zeros(0, dtype=np.int64)
-        return cls(pa.array([], pa.string()), z, z.copy(), z.copy(), pa.array([], pa.string()))
+        return cls(string_array([]), z, z.copy(), z.copy(), string_array([]))
 
     def __len__(self) -> int:
         return len(self.start)
@@ -68,13 +71,10 @@ class MateRule:
             name: The reference's name (``rnext`` equal to it is the same reference).
             add_events: Adds +1 and -1 events to the depth differences.
         """
-        qn = string_array(mates.column("qname")).cast(pa.large_string())
-        rnext = string_array(mates.column("rnext"))
-        same_ref = pc.equal(rnext, "=")
-        if name:
-            same_ref = pc.or_(same_ref, pc.equal(rnext, name))
-        same = np.asarray(same_ref.to_numpy(zero_copy_only=False), dtype=bool)
-        mpos = int64_array(mates.column("pnext")) - 1
+        qn = strings(mates.column("qname")).cast(pa.large_string())
+        rnext = strings(mates.column("rnext"))
+        same = bools(pc.is_in(rnext, value_set=string_array(["=", name] if name else ["="])))
+        mpos = ints(mates.column("pnext")) - 1
         st = start[cand]
         sp = stop[cand]
         base = same & (sp > mpos)
@@ -88,22 +88,22 @@ class MateRule:
         # pairs that do not overlap, most rows are dropped here, unhashed.
         storable = typ != TAKE
         if not storable.all():
-            names = qn.filter(pa.array(storable))
+            names = qn.filter(bool_array(storable))
             if len(self.pending):
                 names = pa.concat_arrays([names, self.pending.qname.cast(pa.large_string())])
             if len(names) == 0:
                 return
-            keep = storable | np.asarray(pc.is_in(qn, value_set=names).to_numpy(zero_copy_only=False), bool)
+            keep = storable | bools(pc.is_in(qn, value_set=names))
             if not keep.all():
                 rows = np.flatnonzero(keep)
-                qn, typ, st, sp, cand = qn.take(pa.array(rows)), typ[rows], st[rows], sp[rows], cand[rows]
+                qn, typ, st, sp, cand = qn.take(int_array(rows)), typ[rows], st[rows], sp[rows], cand[rows]
 
         genc = qn.dictionary_encode()
-        gcode = np.asarray(genc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        gcode = ints(genc.indices)
         ngroups = len(genc.dictionary)
         if len(self.pending):
-            pidx_arr = pc.index_in(genc.dictionary, value_set=self.pending.qname).fill_null(-1)
-            pidx = np.asarray(pidx_arr.to_numpy(zero_copy_only=False), dtype=np.int64)
+            found = pc.index_in(genc.dictionary, value_set=self.pending.qname)
+            pidx = ints(found.fill_null(_NOT_FOUND))
         else:
             pidx = np.full(ngroups, -1, dtype=np.int64)
         counts = np.bincount(gcode, minlength=ngroups)
@@ -172,7 +172,7 @@ class MateRule:
         rp = np.concatenate(rec_p).astype(np.int64)
         mp = np.concatenate(mate_p).astype(np.int64)
         pend = self.pending
-        cand_cigar = cigar.take(pa.array(cand))
+        cand_cigar = cigar.take(int_array(cand))
         cand_nops = n_ops[cand]
         if len(rc) or len(rp):
             rec_rows = np.concatenate((rc, rp))
@@ -180,13 +180,13 @@ class MateRule:
                 add_events,
                 rec_start=st[rec_rows],
                 rec_nops=cand_nops[rec_rows],
-                rec_cigar=cand_cigar.take(pa.array(rec_rows)),
+                rec_cigar=cand_cigar.take(int_array(rec_rows)),
                 mate_start=np.concatenate((st[mc], pend.start[mp])),
                 mate_stop=np.concatenate((sp[mc], pend.stop[mp])),
                 mate_nops=np.concatenate((cand_nops[mc], pend.n_ops[mp])),
                 mate_cigar=pa.concat_arrays([
-                    cand_cigar.take(pa.array(mc)).cast(pa.large_string()),
-                    pend.cigar.take(pa.array(mp)).cast(pa.large_string()),
+                    cand_cigar.take(int_array(mc)).cast(pa.large_string()),
+                    pend.cigar.take(int_array(mp)).cast(pa.large_string()),
                 ]),
             )
 
@@ -195,8 +195,8 @@ class MateRule:
         if len(rem) or len(add):
             keep = np.ones(len(pend), dtype=bool)
             keep[rem] = False
-            keep_idx = pa.array(np.flatnonzero(keep))
-            add_idx = pa.array(add)
+            keep_idx = int_array(np.flatnonzero(keep))
+            add_idx = int_array(add)
             self.pending = PendingMates(
                 qname=pa.concat_arrays([
                     pend.qname.take(keep_idx).cast(pa.large_string()),
@@ -228,11 +228,11 @@ class MateRule:
         # i.e. the intersection of the two reads' aligned blocks.
         m = len(multi)
         cig = pa.concat_arrays([
-            string_array(rec_cigar).take(pa.array(multi)).cast(pa.large_string()),
-            string_array(mate_cigar).take(pa.array(multi)).cast(pa.large_string()),
+            strings(rec_cigar).take(int_array(multi)).cast(pa.large_string()),
+            strings(mate_cigar).take(int_array(multi)).cast(pa.large_string()),
         ])
         enc = cig.dictionary_encode()
-        codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        codes = ints(enc.indices)
         parsed = parse_cigars(enc.dictionary, False)
         starts = np.concatenate((rec_start[multi], mate_start[multi]))
         owner, bs, be = expand_blocks(parsed, codes, starts)

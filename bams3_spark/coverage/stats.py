@@ -15,6 +15,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from bams3_spark.arrays import int_array, string_array
 from bams3_spark.coverage.depth import ReferenceDepth
 from bams3_spark.io.bed import BedRegion
 
@@ -286,12 +287,11 @@ def runs_text(name: str, starts: npt.ArrayLike, ends: npt.ArrayLike, depth: npt.
 
     Arrow's CSV writer formats the (many) integer lines in C++.
     """
-    table = pa.table({
-        "rname": repeat_name(name, len(np.asarray(starts))),
-        "start": pa.array(np.asarray(starts, dtype=np.int64)),
-        "end": pa.array(np.asarray(ends, dtype=np.int64)),
-        "depth": pa.array(np.asarray(depth, dtype=np.int32)),
-    })
+    table = pa.Table.from_arrays(
+        [repeat_name(name, len(np.asarray(starts))), int_array(starts), int_array(ends),
+         int_array(depth, pa.int32())],
+        names=["rname", "start", "end", "depth"],
+    )
     sink = pa.BufferOutputStream()
     pacsv.write_csv(table, sink, _TSV)
     return sink.getvalue().to_pybytes()
@@ -300,7 +300,7 @@ def runs_text(name: str, starts: npt.ArrayLike, ends: npt.ArrayLike, depth: npt.
 def repeat_name(name: str, n: int) -> pa.Array:
     """A string array holding ``name`` ``n`` times (built without a list)."""
     return pa.DictionaryArray.from_arrays(
-        pa.array(np.zeros(n, dtype=np.int32)), pa.array([name], pa.string()),
+        int_array(np.zeros(n, dtype=np.int32), pa.int32()), string_array([name]),
     ).cast(pa.string())
 
 

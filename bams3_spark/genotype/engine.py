@@ -18,13 +18,13 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from bams3_spark.arrays import int_array, string_array
 from bams3_spark.dataset.chunks import ChunkRef
 from bams3_spark.dataset.reader import DatasetReader, check_distinct_samples
 from bams3_spark.exceptions import CorruptDatasetError, InvalidArgumentError
 from bams3_spark.format.manifest import ChunkInfo
 from bams3_spark.genotype.options import GenotypeOptions
 from bams3_spark.genotype.pileup import CATEGORIES, count_sites
-from bams3_spark.genotype.reads import arrow_ints
 from bams3_spark.genotype.sites import Sites, read_sites
 from bams3_spark.parallel import ProgressCallback, process_map, resolve_workers
 
@@ -207,13 +207,13 @@ def counts_table(sample: str, chroms: list[str], pos: I64, counts: I64) -> pa.Ta
     per_cat = counts.sum(axis=2)
     depth = per_cat[:, :6].sum(axis=1)  # bases and deletions; not insertions
     cols: list[pa.Array] = [
-        pa.array([sample] * len(pos), pa.string()),
-        pa.array(chroms, pa.string()),
-        arrow_ints(pos + 1, pa.int32()),
-        arrow_ints(depth, pa.int32()),
+        string_array([sample] * len(pos)),
+        string_array(chroms),
+        int_array(pos + 1, pa.int32()),
+        int_array(depth, pa.int32()),
     ]
-    cols += [arrow_ints(per_cat[:, i], pa.int32()) for i in range(len(CATEGORIES))]
-    cols += [arrow_ints(counts[:, i, s], pa.int32()) for i in range(len(CATEGORIES)) for s in (0, 1)]
+    cols += [int_array(per_cat[:, i], pa.int32()) for i in range(len(CATEGORIES))]
+    cols += [int_array(counts[:, i, s], pa.int32()) for i in range(len(CATEGORIES)) for s in (0, 1)]
     return pa.Table.from_arrays(cols, schema=SCHEMA)
 
 

@@ -12,8 +12,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow.compute as pc
 
+from bams3_spark.arrays import bools, int_array, ints, string_array, strings
 from bams3_spark.genotype.cigars import DEL, DIFF, EQ, SKIP, M
-from bams3_spark.genotype.reads import MISSING_QUAL, Reads, arrow_ints, bools, ints, strings
+from bams3_spark.genotype.reads import MISSING_QUAL, Reads
 
 I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
@@ -31,9 +32,7 @@ def _mate_pairs(r: Reads, pushed: B, covering: B, rname: str) -> tuple[I64, I64]
     tlen = r.int_column("tlen")
     mpos = r.int_column("pnext") - 1
     rnext = r.column("rnext")
-    other_ref = bools(
-        pc.and_(pc.and_(pc.not_equal(rnext, "="), pc.not_equal(rnext, "*")), pc.not_equal(rnext, rname))
-    )
+    other_ref = ~bools(pc.is_in(rnext, value_set=string_array(["=", "*", rname])))
     eligible = (
         pushed & ((flag & 0x8) == 0) & ((flag & 0x2) != 0) & ~other_ref
         & ~((np.abs(tlen) >= 2 * r.seq_len) & (mpos >= r.end))
@@ -44,12 +43,12 @@ def _mate_pairs(r: Reads, pushed: B, covering: B, rname: str) -> tuple[I64, I64]
     if not wanted.any():
         return empty, empty
     qn_all = strings(r.table["qname"])
-    names = qn_all.take(arrow_ints(r.rows[wanted]))
+    names = qn_all.take(int_array(r.rows[wanted]))
     member_all = bools(pc.is_in(qn_all, value_set=names))
     member = member_all[r.rows]
     qn = qn_all
     rows = np.flatnonzero(member)
-    enc = qn.take(arrow_ints(r.rows[rows])).dictionary_encode()
+    enc = qn.take(int_array(r.rows[rows])).dictionary_encode()
     g = ints(enc.indices)
     ng = len(enc.dictionary)
     counts = np.bincount(g, minlength=ng)

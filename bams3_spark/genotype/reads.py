@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from bams3_spark.arrays import int_array, ints, strings
 from bams3_spark.genotype.cigars import DIFF, EQ, CigarTable, M, parse_cigar_table
 from bams3_spark.genotype.options import GenotypeOptions
 
@@ -13,49 +14,6 @@ I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
 
 MISSING_QUAL = 255  # SAM '*' quality: htslib stores 0xff
-
-
-def ints(col: pa.ChunkedArray | pa.Array) -> I64:
-    """An integer column as int64 numpy, read from its buffer.
-
-    ``Array.to_numpy`` imports pandas (about 0.25 s of a command's start-up);
-    record columns are non-null, so the values buffer is all there is.
-    """
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    if arr.null_count or not pa.types.is_integer(arr.type):
-        raise ValueError(f"expected a non-null integer column, got {arr.type} with {arr.null_count} null(s)")
-    width = np.dtype(f"{'u' if pa.types.is_unsigned_integer(arr.type) else 'i'}{arr.type.bit_width // 8}")
-    values = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset: arr.offset + len(arr)]
-    return values.astype(np.int64)
-
-
-def arrow_ints(values: npt.ArrayLike, type_: pa.DataType | None = None) -> pa.Array:
-    """A numpy integer array as an Arrow array over the same bytes (``pa.array`` of numpy imports pandas)."""
-    t = pa.int64() if type_ is None else type_
-    a = np.ascontiguousarray(values, dtype=np.dtype(f"i{t.bit_width // 8}"))
-    return pa.Array.from_buffers(t, len(a), [None, pa.py_buffer(a)])
-
-
-def bools(arr: pa.Array) -> npt.NDArray[np.bool_]:
-    """A non-null boolean array as numpy, unpacked from its bit buffer (no pandas, see :func:`ints`)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if arr.null_count:
-        raise ValueError("expected a non-null boolean array")
-    bits = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
-    return np.unpackbits(bits, bitorder="little")[arr.offset: arr.offset + len(arr)].astype(bool)
-
-
-def strings(col: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """A string column as one plain (large_)string array (no copy for a one-chunk plain column)."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.cast(arr.type.value_type)
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        arr = arr.cast(pa.large_string())
-    return arr
 
 
 def _bytes(arr: pa.Array) -> tuple[npt.NDArray[np.uint8], I64, I64]:
@@ -109,7 +67,7 @@ class Reads:
 
     def column(self, name: str) -> pa.Array:
         """A string column's values of the kept reads."""
-        return strings(self.table[name]).take(arrow_ints(self.rows))
+        return strings(self.table[name]).take(int_array(self.rows))
 
     def int_column(self, name: str) -> I64:
         """An integer column's values of the kept reads."""

@@ -20,13 +20,14 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from bams3_spark.arrays import bool_array
 from bams3_spark.dataset.chunks import ChunkRef
 from bams3_spark.exceptions import InvalidArgumentError
 from bams3_spark.format.regions import overlap_mask
 from bams3_spark.format.schema import project, subschema
 from bams3_spark.io.storage import Storage
 from bams3_spark.parallel import ProgressCallback, thread_map
-from bams3_spark.query.arrays import bool_array, int_values
+from bams3_spark.query.arrays import int_values
 from bams3_spark.query.filter import RecordFilter, compile_filter
 from bams3_spark.query.plan import DEFAULT_WORKERS, ChunkTask, QueryPlan
 

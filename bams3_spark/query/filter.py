@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from bams3_spark.arrays import bool_array
 from bams3_spark.exceptions import FilterError, one_line
 from bams3_spark.format.schema import COLUMNS, INT_COLUMNS
-from bams3_spark.query.arrays import BOOL, INT, STR, bool_array, const_array
+from bams3_spark.query.arrays import BOOL, INT, STR, const_array
 
 #: Longest accepted filter expression (hostile input).
 MAX_FILTER_CHARS = 4096

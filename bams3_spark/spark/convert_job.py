@@ -45,6 +45,7 @@ from bams3_spark.exceptions import Bams3Error, InputFormatError, InvalidArgument
 from bams3_spark.format.layout import DEFAULT_MAX_CHUNK_RECORDS, UNPLACED_NAME
 from bams3_spark.format.manifest import ChunkInfo, Manifest
 from bams3_spark.io.storage import Storage, shared_storage, storage_for_file
+from bams3_spark.spark.costs import GET_PRICE_PER_1000, request_cost
 from bams3_spark.spark.jobs import spark_error_line
 
 #: Planning reads headers and indexes of several samples at once.
@@ -115,6 +116,7 @@ class TaskResult:
     chunks: dict[str, list[ChunkInfo]]
     fetched: int
     error: str | None = None
+    requests: int = 0
 
 
 def _window_ranges(index: BinIndex, task: WindowTask, size: int) -> tuple[int, int] | None:
@@ -137,7 +139,7 @@ def run_slice_task(task: SliceTask) -> TaskResult:
     """
     chunks: dict[str, list[ChunkInfo]] = defaultdict(list)
     try:
-        with local_slice(task.source, task.byte_range) as (path, fetched):
+        with local_slice(task.source, task.byte_range) as (path, fetched, requests):
             output = shared_storage(task.output_url, **task.output_options)
             for wt in task.windows:
                 try:
@@ -147,7 +149,7 @@ def run_slice_task(task: SliceTask) -> TaskResult:
                 chunks[key].extend(infos)
     except (Bams3Error, OSError) as exc:
         return TaskResult(task.sample, {}, 0, one_line(exc))
-    return TaskResult(task.sample, dict(chunks), fetched)
+    return TaskResult(task.sample, dict(chunks), fetched, requests=requests)
 
 
 # --------------------------------------------------------------------------- driver
@@ -165,6 +167,7 @@ class SampleResult:
     input_bytes: int = 0
     fetched_bytes: int = 0
     largest_fetch: int = 0
+    requests: int = 0
 
     @property
     def ok(self) -> bool:
@@ -351,6 +354,7 @@ def convert_samples(
         res = plans[out.sample].result
         res.fetched_bytes += out.fetched
         res.largest_fetch = max(res.largest_fetch, out.fetched)
+        res.requests += out.requests
         if out.error and res.error is None:
             res.error = out.error
         for key, infos in out.chunks.items():
@@ -388,8 +392,12 @@ def report_lines(result: JobResult) -> tuple[list[str], list[str]]:
         else:
             err.append(f"FAILED  {s.input} -> {s.output}: {s.error}")
     failed = result.failed
+    requests = sum(s.requests for s in result.samples)
+    fetched = sum(s.fetched_bytes for s in result.samples)
     summary = f"converted {len(result.samples) - len(failed)} of {len(result.samples)} sample(s) " \
-              f"in {result.seconds:.1f} s ({result.tasks} tasks)"
+              f"in {result.seconds:.1f} s ({result.tasks} tasks); {requests:,} GET request(s), " \
+              f"{fetched / 1e6:,.1f} MB fetched; request cost ~${request_cost(requests):.4f} " \
+              f"(${GET_PRICE_PER_1000} per 1,000 GETs)"
     if failed:
         names = (posixpath.basename(s.input.rstrip("/")) or s.input for s in failed)
         summary += "; failed: " + ", ".join(names)

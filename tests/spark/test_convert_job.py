@@ -26,7 +26,7 @@ from bams3_spark.exceptions import (
 )
 from bams3_spark.query.output import write_sam
 from bams3_spark.spark import convert_job
-from bams3_spark.spark.convert_job import Sample, convert_samples, parse_sample_sheet
+from bams3_spark.spark.convert_job import Sample, convert_samples, parse_sample_sheet, report_lines
 from tests.support.oracles import ROOT, samtools
 
 # jobs/convert.py, loaded under its own name (jobs/ is not a package).
@@ -135,7 +135,7 @@ def test_local_job_is_identical_to_bams3_convert(spark: Any, multi_bam: Path, re
     result = run(spark, [(str(multi_bam), str(out))])
     (sample,) = result.samples
     assert sample.ok, sample.error
-    assert sample.fetched_bytes == 0  # read in place
+    assert (sample.fetched_bytes, sample.requests) == (0, 0)  # read in place
     assert sample.tasks > 2
     assert dataset_files(out) == reference
     # And therefore lossless: the records are exactly what samtools prints.
@@ -165,6 +165,10 @@ def test_s3_input_and_output_identical_with_ranged_reads(
     assert sample.ok, sample.error
     # Every task fetched only a slice (its windows' blocks plus the header), never the BAM.
     assert 0 < sample.largest_fetch < bam.stat().st_size * 3 // 4
+    # Each task makes at least one ranged GET; the summary line gives them and their cost.
+    assert sample.requests >= sample.tasks
+    summary = report_lines(result)[0][-1]
+    assert f"{sample.requests:,} GET request(s), {sample.fetched_bytes / 1e6:,.1f} MB fetched" in summary
     assert dataset_files(download(out, tmp_path / "got", s3_opts)) == reference
     assert open_dataset(out, **s3_opts).validate() == []
 
