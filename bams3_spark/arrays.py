@@ -43,6 +43,18 @@ def ints(column: pa.ChunkedArray | pa.Array) -> I64:
     return values.astype(np.int64)
 
 
+def floats(column: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.float64]:
+    """A non-null float64 array (e.g. a cast's result) as numpy, read from its buffer.
+
+    Raises:
+        ValueError: For nulls, or an array that is not of float64.
+    """
+    arr = _one(column)
+    if arr.null_count or not pa.types.is_float64(arr.type):
+        raise ValueError(f"expected a non-null float64 array, got {arr.type} with {arr.null_count} null(s)")
+    return np.frombuffer(arr.buffers()[1], dtype=np.float64)[arr.offset : arr.offset + len(arr)]
+
+
 def bools(column: pa.ChunkedArray | pa.Array) -> Bools:
     """A non-null boolean array (a compute result) as numpy, unpacked from its bit buffer.
 
@@ -96,4 +108,11 @@ def string_array(values: Sequence[str]) -> pa.Array:
     )
 
 
-__all__ = ["bool_array", "bools", "int_array", "ints", "string_array", "strings"]
+
+def string_scalar(text: str, type_: pa.DataType | None = None) -> pa.Scalar:
+    """A string scalar (``pa.scalar`` of a Python value would load pandas), e.g. a join separator."""
+    arr = string_array([text])
+    return (arr if type_ is None or type_ == pa.string() else arr.cast(type_))[0]
+
+
+__all__ = ["bool_array", "bools", "floats", "int_array", "ints", "string_array", "string_scalar", "strings"]

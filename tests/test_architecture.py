@@ -16,8 +16,8 @@ PACKAGE = ROOT / "bams3_spark"
 
 #: Layers, lowest first; a module may import its own package and lower layers only.
 LAYERS: list[set[str]] = [
-    {"exceptions"},
-    {"format", "parallel", "arrays"},
+    {"exceptions", "arrays"},
+    {"format", "parallel"},
     {"io"},
     {"bam"},
     {"dataset"},

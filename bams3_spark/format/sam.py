@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bams3_spark.arrays import bools, floats, int_array, string_array, string_scalar
 from bams3_spark.format.flags import UNMAP
 from bams3_spark.format.schema import RECORD_SCHEMA, SAM_COLUMNS
 
@@ -275,20 +276,22 @@ def _g_float_tags(tags: pa.Array | pa.ChunkedArray) -> pa.Array:
         try:
             parsed = pc.cast(pc.utf8_slice_codeunits(chosen, 5), pa.float64())
         except pa.ArrowInvalid:  # not a number somewhere: one row at a time, as before
-            return pa.array([sam_tags_text(t) for t in tags.to_pylist()], pa.string())
+            return string_array([sam_tags_text(t) for t in tags.to_pylist()])
         # As _g_text: the float32 the text stands for, printed with %g as a double.
-        values = parsed.to_numpy(zero_copy_only=False)
-        g_text = pa.array(np.char.mod("%g", values.astype(np.float32).astype(np.float64)), pa.string())
-        rewritten = pc.binary_join_element_wise(pc.utf8_slice_codeunits(chosen, 0, 5), g_text, "")
+        values = floats(parsed)
+        g_text = string_array(np.char.mod("%g", values.astype(np.float32).astype(np.float64)).tolist())
+        head = pc.utf8_slice_codeunits(chosen, 0, 5)
+        rewritten = pc.binary_join_element_wise(head, g_text, string_scalar(""))
         flat = pc.replace_with_mask(flat, is_f, rewritten)
         offsets = pc.subtract(fields.offsets, fields.offsets[0])
-        tags = pc.binary_join(pa.ListArray.from_arrays(offsets, flat, mask=fields.is_null()), "\t")
+        lists = pa.ListArray.from_arrays(offsets, flat, mask=fields.is_null())
+        tags = pc.binary_join(lists, string_scalar("\t"))
     arrays = pc.match_substring_regex(original, _B_F_FIELD_PATTERN)
     if pc.any(arrays).as_py():
         values = tags.to_pylist()
-        for i in np.flatnonzero(np.asarray(arrays, dtype=bool)):
+        for i in np.flatnonzero(bools(arrays)):
             values[i] = sam_tags_text(original[i].as_py())
-        tags = pa.array(values, pa.string())
+        tags = string_array(values)
     return tags
 
 
@@ -304,7 +307,7 @@ def sam_lines(table: pa.Table, exact_floats: bool = False) -> pa.Array:
         A string array, one SAM line per record.
     """
     if table.num_rows == 0:
-        return pa.array([], pa.large_string())
+        return string_array([]).cast(pa.large_string())
     cols = []
     for name in SAM_COLUMNS:
         col = table.column(name)
@@ -314,10 +317,10 @@ def sam_lines(table: pa.Table, exact_floats: bool = False) -> pa.Array:
     tags = table.column("tags")
     if not exact_floats and pc.any(pc.match_substring_regex(tags, _FLOAT_TAG_PATTERN)).as_py():
         tags = _g_float_tags(tags)
-    tab = pa.scalar("\t", pa.string())
+    tab = string_scalar("\t")
     body = pc.binary_join_element_wise(*cols, tab)
     with_tags = pc.binary_join_element_wise(body, tags, tab)
-    empty = pc.equal(pc.utf8_length(tags), 0)
+    empty = pc.equal(pc.utf8_length(tags), int_array([0], pa.int32())[0])
     return (
         pc.if_else(empty, body, with_tags).combine_chunks()
         if isinstance(body, pa.ChunkedArray)

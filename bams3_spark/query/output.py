@@ -11,6 +11,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+from bams3_spark.arrays import string_scalar
 from bams3_spark.exceptions import InvalidArgumentError
 from bams3_spark.format.sam import sam_lines
 
@@ -25,7 +26,8 @@ def sam_bytes(table: pa.Table) -> bytes | memoryview:
     if table.num_rows == 0:
         return b""
     lines = sam_lines(table)
-    with_nl = pc.binary_join_element_wise(lines, pa.scalar("\n", lines.type), pa.scalar("", lines.type))
+    newline, nothing = string_scalar("\n", lines.type), string_scalar("", lines.type)
+    with_nl = pc.binary_join_element_wise(lines, newline, nothing)
     if isinstance(with_nl, pa.ChunkedArray):
         with_nl = with_nl.combine_chunks()
     offsets = with_nl.buffers()[1]

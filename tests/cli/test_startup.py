@@ -1,5 +1,6 @@
-"""Counting commands never load pandas (bams3_spark.arrays): pyarrow's pandas integration costs every
-process about 0.3 s and 35 MB, a quarter of a windowed coverage run and a fifth of its memory.
+"""Counting and query commands never load pandas (bams3_spark.arrays): pyarrow's pandas integration
+costs every process about 0.3 s and 35 MB, a quarter of a windowed coverage run and a fifth of its
+memory.
 
 pyarrow loads pandas on its first conversion of Python or numpy values; the engines convert
 through :mod:`bams3_spark.arrays` instead. Each command runs in a fresh interpreter, on real data,
@@ -41,10 +42,13 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> str:
         ["genotype", "{ds}", "--sites", "{sites}", "-o", "{out}/g.tsv"],
         ["genotype", "{ds}", "--sites", "{sites}", "-o", "{out}/g.vcf.gz"],
         ["query", "{ds}", "chr1:1-300000", "chr2", "--count"],
+        ["query", "{ds}", "chr1:1-300000", "-h", "-o", "{out}/q.sam"],
+        ["query", "{ds}", "chr2", "--filter", "mapq >= 30", "-o", "{out}/q.bam"],
     ],
-    ids=["windows", "per-base", "fast", "samtools-region", "genotype-tsv", "genotype-vcf", "count"],
+    ids=["windows", "per-base", "fast", "samtools-region", "genotype-tsv", "genotype-vcf", "count", "sam",
+         "bam"],
 )
-def test_counting_commands_never_load_pandas(argv: list[str], ds: str, sites: str, tmp_path: Path) -> None:
+def test_engine_commands_never_load_pandas(argv: list[str], ds: str, sites: str, tmp_path: Path) -> None:
     args = [a.format(ds=ds, sites=sites, out=tmp_path) for a in argv] + ["--quiet"] * (argv[0] != "query")
     code = (
         "import sys\n"
