@@ -108,7 +108,6 @@ def string_array(values: Sequence[str]) -> pa.Array:
     )
 
 
-
 def string_scalar(text: str, type_: pa.DataType | None = None) -> pa.Scalar:
     """A string scalar (``pa.scalar`` of a Python value would load pandas), e.g. a join separator."""
     arr = string_array([text])

@@ -285,7 +285,8 @@ def run_genotype(
     Returns:
         Where and what was written, the sites file's warnings (sites past a
         reference's end), and the job's costs (units, chunk objects, GET
-        requests, bytes fetched; each counting unit is counted once).
+        requests, bytes fetched; each counting unit is counted once, unless
+        Spark retries its task).
 
     Raises:
         InvalidArgumentError: For an unknown format.
