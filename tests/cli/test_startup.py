@@ -1,6 +1,6 @@
 """Counting and query commands never load pandas (bams3_spark.arrays): pyarrow's pandas integration
-costs every process about 0.3 s and 35 MB, a quarter of a windowed coverage run and a fifth of its
-memory.
+costs every process about 0.3 s and 35 MB (a windowed coverage run of the bench BAM, two processes,
+spent a fifth of its memory on it).
 
 pyarrow loads pandas on its first conversion of Python or numpy values; the engines convert
 through :mod:`bams3_spark.arrays` instead. Each command runs in a fresh interpreter, on real data,
