@@ -108,10 +108,18 @@ def string_array(values: Sequence[str]) -> pa.Array:
     )
 
 
+def int_scalar(value: int, type_: pa.DataType | None = None) -> pa.Scalar:
+    """An integer scalar (int64 unless ``type_``; ``pa.scalar`` would load pandas), e.g. an operand."""
+    return int_array([value], type_)[0]
+
+
 def string_scalar(text: str, type_: pa.DataType | None = None) -> pa.Scalar:
     """A string scalar (``pa.scalar`` of a Python value would load pandas), e.g. a join separator."""
     arr = string_array([text])
     return (arr if type_ is None or type_ == pa.string() else arr.cast(type_))[0]
 
 
-__all__ = ["bool_array", "bools", "floats", "int_array", "ints", "string_array", "string_scalar", "strings"]
+__all__ = [
+    "bool_array", "bools", "floats", "int_array", "int_scalar", "ints",
+    "string_array", "string_scalar", "strings",
+]

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bams3_spark.arrays import bool_array, bools, int_array, ints, string_array, strings
+from bams3_spark.arrays import bool_array, bools, int_array, int_scalar, ints, string_array, strings
 from bams3_spark.coverage.cigar import expand_blocks, parse_cigars
 
 I64 = npt.NDArray[np.int64]
@@ -24,7 +24,7 @@ I64 = npt.NDArray[np.int64]
 #: Kinds of mate candidates in mosdepth's rule: store, store-if-unseen, take (see DepthAccumulator).
 STORE, STORE_IF_UNSEEN, TAKE = 0, 1, 2
 #: ``index_in``'s answer for a name not stored (an Arrow scalar: a Python -1 would load pandas).
-_NOT_FOUND = int_array([-1], pa.int32())[0]
+_NOT_FOUND = int_scalar(-1, pa.int32())
 
 
 @dataclass

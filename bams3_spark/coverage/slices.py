@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bams3_spark.arrays import int_array
+from bams3_spark.arrays import int_scalar
 from bams3_spark.coverage.depth import DepthAccumulator, ReferenceDepth
 from bams3_spark.coverage.options import CoverageOptions, required_columns
 from bams3_spark.coverage.stats import region_means_table, repeat_name, window_means_table
@@ -97,7 +97,7 @@ def shift_positions(table: pa.Table, offset: int) -> pa.Table:
     for name in ("pos", "end", "pnext"):
         if name in table.column_names:
             i = table.column_names.index(name)
-            shifted = pc.subtract(table.column(name), int_array([offset], pa.int32())[0])
+            shifted = pc.subtract(table.column(name), int_scalar(offset, pa.int32()))
             table = table.set_column(i, name, shifted)
     return table
 

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bams3_spark.arrays import bools, floats, int_array, string_array, string_scalar
+from bams3_spark.arrays import bools, floats, int_scalar, string_array, string_scalar
 from bams3_spark.format.flags import UNMAP
 from bams3_spark.format.schema import RECORD_SCHEMA, SAM_COLUMNS
 
@@ -320,7 +320,7 @@ def sam_lines(table: pa.Table, exact_floats: bool = False) -> pa.Array:
     tab = string_scalar("\t")
     body = pc.binary_join_element_wise(*cols, tab)
     with_tags = pc.binary_join_element_wise(body, tags, tab)
-    empty = pc.equal(pc.utf8_length(tags), int_array([0], pa.int32())[0])
+    empty = pc.equal(pc.utf8_length(tags), int_scalar(0, pa.int32()))
     return (
         pc.if_else(empty, body, with_tags).combine_chunks()
         if isinstance(body, pa.ChunkedArray)
