@@ -194,12 +194,12 @@ def run_coverage(
     - ``csv``: the same with a header line.
     - ``bedgraph``: ``out/sample=NAME/part-*.txt``, tab-separated
       ``rname start end value`` lines in genome order, no header.
-    ``cores`` plans for that many cores (default: Spark's default parallelism).
-
     - ``mosdepth``: each sample's mosdepth files, ``out/SAMPLE.mosdepth.summary.txt``,
       ``out/SAMPLE.per-base.bed.gz`` (unless ``per_base`` is False),
       ``out/SAMPLE.regions.bed.gz`` (with ``by``)..., identical to
       ``bams3 coverage`` for that sample; written by the executors.
+
+    ``cores`` plans for that many cores (default: Spark's default parallelism).
 
     Raises:
         InvalidArgumentError: For an unknown format or bad options.
