@@ -24,7 +24,10 @@ Bools = npt.NDArray[np.bool_]
 
 
 def _one(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not isinstance(column, pa.ChunkedArray):
+        return column
+    # combine_chunks copies even a single chunk; a chunk's column is one chunk.
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def ints(column: pa.ChunkedArray | pa.Array) -> I64:
@@ -82,6 +85,27 @@ def strings(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     if arr.null_count:
         raise ValueError("string column contains nulls; BAMS3 record columns are non-null")
     return arr
+
+
+def encoded(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, I64]:
+    """A string column as (distinct values, index of each row's value): as stored, or encoded here.
+
+    A dictionary-encoded column (e.g. read with
+    :func:`~bams3_spark.format.chunk.decode_chunk`'s ``dictionary``) gives its
+    own dictionary and indices, no string per row made; a plain one is
+    dictionary-encoded. The values may repeat or go unused.
+
+    Raises:
+        ValueError: For nulls.
+    """
+    if isinstance(column, pa.ChunkedArray) and column.num_chunks > 1:
+        column = column.unify_dictionaries()  # one dictionary for all chunks
+    arr = _one(column)
+    if not pa.types.is_dictionary(arr.type):
+        arr = strings(arr).dictionary_encode()
+    if arr.null_count:
+        raise ValueError("string column contains nulls; BAMS3 record columns are non-null")
+    return strings(arr.dictionary), ints(arr.indices)
 
 
 def int_array(values: npt.ArrayLike, type_: pa.DataType | None = None) -> pa.Array:

@@ -148,6 +148,10 @@ def expand_blocks(parsed: Cigars, codes: I64, starts: I64) -> tuple[I64, I64, I6
     """
     first = parsed.block_ptr[codes]
     count = parsed.block_ptr[codes + 1] - first
+    if bool((count == 1).all()):
+        # One block per read (unspliced reads without deletions: the usual chunk).
+        owner = np.arange(len(codes), dtype=np.int64)
+        return owner, starts + parsed.block_start[first], starts + parsed.block_end[first]
     total = int(count.sum())
     owner = np.repeat(np.arange(len(codes), dtype=np.int64), count)
     within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bams3_spark.arrays import bool_array, bools, int_array, int_scalar, ints, string_array, strings
+from bams3_spark.arrays import bools, encoded, int_array, int_scalar, ints, string_array, strings
 from bams3_spark.coverage.cigar import expand_blocks, parse_cigars
 
 I64 = npt.NDArray[np.int64]
@@ -56,25 +56,29 @@ class MateRule:
         return len(self.pending)
 
     def apply(
-        self, mates: pa.Table, cand: I64, start: I64, stop: I64, cigar: pa.Array, n_ops: I64,
-        name: str, add_events: Callable[[I64, I64], None],
+        self, chunk: pa.Table, rows: I64, cand: I64, start: I64, stop: I64, cigars: pa.Array, codes: I64,
+        n_ops: I64, name: str, add_events: Callable[[I64, I64], None],
     ) -> None:
         """Apply mosdepth's mate-overlap rule to candidate rows of a chunk.
 
         Args:
-            mates: ``qname``, ``rnext`` and ``pnext`` of the candidate rows.
-            cand: Rows of the passing reads with proper-pair and not supplementary.
+            chunk: The chunk's records, with at least ``qname``, ``rnext`` and ``pnext``.
+            rows: Rows of ``chunk`` of the candidates: passing reads with
+                proper-pair and not supplementary, in order.
+            cand: The candidates' indexes among the passing reads.
             start: 0-based start of every passing read.
             stop: ``bam_endpos`` of every passing read.
-            cigar: CIGAR text of every passing read.
+            cigars: The chunk's distinct CIGAR texts.
+            codes: Index into ``cigars`` of every passing read.
             n_ops: CIGAR op count of every passing read.
             name: The reference's name (``rnext`` equal to it is the same reference).
             add_events: Adds +1 and -1 events to the depth differences.
         """
-        qn = strings(mates.column("qname")).cast(pa.large_string())
-        rnext = strings(mates.column("rnext"))
-        same = bools(pc.is_in(rnext, value_set=string_array(["=", name] if name else ["="])))
-        mpos = ints(mates.column("pnext")) - 1
+        qnames = strings(chunk.column("qname"))
+        rnext, rnext_codes = encoded(chunk.column("rnext"))
+        same_value = bools(pc.is_in(rnext, value_set=string_array(["=", name] if name else ["="])))
+        same = same_value[rnext_codes[rows]]
+        mpos = ints(chunk.column("pnext"))[rows] - 1
         st = start[cand]
         sp = stop[cand]
         base = same & (sp > mpos)
@@ -85,18 +89,20 @@ class MateRule:
         # A TAKE row whose QNAME has no read stored (in this chunk or from an
         # earlier one) changes nothing: only rows sharing a QNAME with a read
         # that may be stored go through the state machine -- for short-insert
-        # pairs that do not overlap, most rows are dropped here, unhashed.
+        # pairs that do not overlap, most rows are dropped here, and only the
+        # names of the rows kept are copied out of the chunk.
         storable = typ != TAKE
         if not storable.all():
-            names = qn.filter(bool_array(storable))
+            names = qnames.take(int_array(rows[storable])).cast(pa.large_string())
             if len(self.pending):
                 names = pa.concat_arrays([names, self.pending.qname.cast(pa.large_string())])
             if len(names) == 0:
                 return
-            keep = storable | bools(pc.is_in(qn, value_set=names))
+            keep = storable | bools(pc.is_in(qnames, value_set=names.cast(qnames.type)))[rows]
             if not keep.all():
-                rows = np.flatnonzero(keep)
-                qn, typ, st, sp, cand = qn.take(int_array(rows)), typ[rows], st[rows], sp[rows], cand[rows]
+                idx = np.flatnonzero(keep)
+                rows, typ, st, sp, cand = rows[idx], typ[idx], st[idx], sp[idx], cand[idx]
+        qn = qnames.take(int_array(rows)).cast(pa.large_string())
 
         genc = qn.dictionary_encode()
         gcode = ints(genc.indices)
@@ -172,20 +178,25 @@ class MateRule:
         rp = np.concatenate(rec_p).astype(np.int64)
         mp = np.concatenate(mate_p).astype(np.int64)
         pend = self.pending
-        cand_cigar = cigar.take(int_array(cand))
+        cand_codes = codes[cand]
         cand_nops = n_ops[cand]
+
+        def cigar_of(idx: I64) -> pa.Array:
+            """The CIGAR texts of candidates ``idx``."""
+            return cigars.take(int_array(cand_codes[idx])).cast(pa.large_string())
+
         if len(rc) or len(rp):
             rec_rows = np.concatenate((rc, rp))
             self._subtract(
                 add_events,
                 rec_start=st[rec_rows],
                 rec_nops=cand_nops[rec_rows],
-                rec_cigar=cand_cigar.take(int_array(rec_rows)),
+                rec_cigar=cigar_of(rec_rows),
                 mate_start=np.concatenate((st[mc], pend.start[mp])),
                 mate_stop=np.concatenate((sp[mc], pend.stop[mp])),
                 mate_nops=np.concatenate((cand_nops[mc], pend.n_ops[mp])),
                 mate_cigar=pa.concat_arrays([
-                    cand_cigar.take(int_array(mc)).cast(pa.large_string()),
+                    cigar_of(mc),
                     pend.cigar.take(int_array(mp)).cast(pa.large_string()),
                 ]),
             )
@@ -207,7 +218,7 @@ class MateRule:
                 n_ops=np.concatenate((pend.n_ops[keep], cand_nops[add])),
                 cigar=pa.concat_arrays([
                     pend.cigar.take(keep_idx).cast(pa.large_string()),
-                    cand_cigar.take(add_idx).cast(pa.large_string()),
+                    cigar_of(add),
                 ]),
             )
 

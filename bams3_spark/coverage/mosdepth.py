@@ -39,6 +39,7 @@ from bams3_spark.io.bgzf import BgzfWriter
 logger = logging.getLogger(__name__)
 
 I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
 
 SUMMARY_HEADER = "chrom\tlength\tbases\tmean\tmin\tmax\n"
 
@@ -60,6 +61,17 @@ class Stat:
     def cleared(cls) -> Stat:
         """The value mosdepth clears a stat to: no base seen yet."""
         return cls(0, 0, UINT32_MAX, 0)
+
+
+def window_mean_counts(means: F64) -> I64:
+    """The region distribution's counts of ``--by N`` windows with these means.
+
+    mosdepth 0.3.3 counts one entry per window at its mean rounded by Nim's
+    ``toInt`` (``int(mean + 0.5)``), capped at 999 (the last slot of its
+    1000-entry array). Found by comparison with the binary.
+    """
+    rounded = np.trunc(means + 0.5).astype(np.int64)
+    return np.bincount(np.minimum(rounded[rounded >= 0], REGION_DIST_WINDOW_CAP)).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -162,13 +174,7 @@ class MosdepthPlan:
                 int(stats.lengths.sum()), int(stats.sums.sum()), int(stats.mins.min()), int(stats.maxs.max()),
             )
             if self.window:
-                # With --by N, mosdepth 0.3.3's region distribution counts
-                # one entry per window at its mean rounded by Nim's toInt
-                # (int(mean + 0.5)), capped at 999 (the last slot of its
-                # 1000-entry array). Found by comparison with the binary.
-                rounded = np.trunc(stats.means + 0.5).astype(np.int64)
-                rounded = np.minimum(rounded[rounded >= 0], REGION_DIST_WINDOW_CAP)
-                region_counts = np.bincount(rounded).astype(np.int64)
+                region_counts = window_mean_counts(stats.means)
             else:
                 region_counts = dist_counts(arr[: length + 1], region_multiplicity(rd, reg))
 
@@ -192,7 +198,8 @@ class MosdepthPlan:
         """The ``regions.bed.gz`` and ``thresholds.bed.gz`` lines of ``reg``, shifted by ``offset``."""
         if reg is None:
             return "", "", None
-        stats = region_stats(rd, reg, self.thresholds)
+        # Only printed: means need not be mosdepth's floats to the last bit (region_stats).
+        stats = region_stats(rd, reg, self.thresholds, self.precision)
         starts = (reg.starts + offset).tolist()
         ends = (reg.ends + offset).tolist()
         means = [self.fmt(m) for m in stats.means.tolist()]

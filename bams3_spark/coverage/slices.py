@@ -67,21 +67,28 @@ class DepthSlice:
         return self.start + self.depth.length
 
 
+#: Columns counting takes dictionary-encoded, as chunks store them: few
+#: distinct values, and no string per record is decoded.
+DICTIONARY_COLUMNS = ("cigar", "rnext")
+
+
 def read_ahead_tables(chunks: Sequence[ChunkRef], columns: Sequence[str]) -> Iterator[pa.Table]:
     """Yield the chunks' tables in order, reading the next one in a thread.
 
     Decoding a chunk (pyarrow, outside the GIL) then overlaps the counting of
-    the previous one.
+    the previous one. The :data:`DICTIONARY_COLUMNS` among ``columns`` come
+    dictionary-encoded.
     """
     if not chunks:
         return
     cols = list(columns)
+    dictionary = [c for c in DICTIONARY_COLUMNS if c in cols]
     with cf.ThreadPoolExecutor(1, thread_name_prefix="bams3-coverage-read") as pool:
-        nxt = pool.submit(chunks[0].read, cols)
+        nxt = pool.submit(chunks[0].read, cols, None, dictionary)
         for i in range(len(chunks)):
             table = nxt.result()
             if i + 1 < len(chunks):
-                nxt = pool.submit(chunks[i + 1].read, cols)
+                nxt = pool.submit(chunks[i + 1].read, cols, None, dictionary)
             yield table
 
 

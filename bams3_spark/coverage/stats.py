@@ -113,7 +113,14 @@ def _sequential_mean(arr: I32, start: int, end: int) -> float:
     return acc
 
 
-def _sequential_means(arr: I32, reg: Regions) -> F64:
+def _full_windows(reg: Regions) -> int:
+    """How many of ``reg``'s first regions are whole ``--by N`` windows (0 for BED regions)."""
+    if reg.window <= 0:
+        return 0
+    return int(np.count_nonzero(reg.ends - reg.starts == reg.window))
+
+
+def _sequential_means(arr: I32, reg: Regions, which: I64 | None = None) -> F64:
     """Region means computed exactly like mosdepth's ``imean``.
 
     mosdepth adds ``float64(depth) / float64(length)`` base by base, in order;
@@ -121,26 +128,69 @@ def _sequential_means(arr: I32, reg: Regions) -> F64:
     bases of depth 1 in a 1000 bp window print ``0.13``, not ``0.12``), so the
     same sequential float sum is computed here (``np.cumsum`` accumulates
     sequentially; ``np.sum`` would not).
+
+    Args:
+        arr: The depth.
+        reg: The regions.
+        which: Indexes of the regions to compute (None: all); the others are 0.
     """
     n = len(reg.starts)
     out = np.zeros(n, dtype=np.float64)
-    lengths = reg.ends - reg.starts
-    rest: Iterable[int] = range(n)
-    if 0 < reg.window <= SCAN_BLOCK and n > 0:
+    todo = np.arange(n, dtype=np.int64) if which is None else which
+    w = reg.window
+    nfull = _full_windows(reg) if w <= SCAN_BLOCK else 0
+    if nfull:
         # Regular windows: one row per window, cumsum along rows.
-        w = reg.window
-        nfull = int(np.count_nonzero(lengths == w))
-        rows_per_block = max(1, SCAN_BLOCK // w)
-        for r0 in range(0, nfull, rows_per_block):
-            r1 = min(nfull, r0 + rows_per_block)
-            mat = arr[r0 * w: r1 * w].reshape(r1 - r0, w).astype(np.float64)
+        rows = todo[todo < nfull]
+        todo = todo[todo >= nfull]
+        grid = arr[: nfull * w].reshape(nfull, w)
+        per_block = max(1, SCAN_BLOCK // w)
+        for r0 in range(0, len(rows), per_block):
+            sel = rows[r0: r0 + per_block]
+            picked = grid[sel] if which is not None else grid[sel[0]: sel[-1] + 1]  # a view when all
+            mat = picked.astype(np.float64)
             mat /= float(w)
             np.cumsum(mat, axis=1, out=mat)
-            out[r0:r1] = mat[:, -1]
-        rest = range(nfull, n)
-    for i in rest:
+            out[sel] = mat[:, -1]
+    for i in todo.tolist():
         out[i] = _sequential_mean(arr, int(reg.starts[i]), int(reg.ends[i]))
     return out
+
+
+#: The unit roundoff of float64.
+_U = 2.0**-53
+
+
+def _printed_means(arr: I32, reg: Regions, sums: I64, mins: I64, precision: int) -> F64:
+    """Means that print as mosdepth's ``imean`` does, with ``precision`` decimals and as integers.
+
+    mosdepth's sequential float sum (:func:`_sequential_means`) and the exact
+    quotient ``sum / length`` both lie within ``(length + 1) * u * mean`` of
+    the exact mean (``u`` the float64 unit roundoff; depths not negative).
+    Unless the exact mean is a rounding midpoint of the printed decimals (or
+    of Nim's ``toInt``, for the region distribution), it is at least
+    ``1 / (2 * 10**precision * length)`` from one, so both print the same:
+    the quotient serves, computed from the integer sums. The rest -- about
+    one window in ten at two decimals -- is summed sequentially.
+    """
+    lengths = reg.ends - reg.starts
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = np.where(lengths > 0, sums / np.maximum(lengths, 1), 0.0)
+    two_l = np.maximum(2 * lengths, 1)
+    # 10**precision mod 2L step by step: 2 * 10**precision can exceed int64.
+    pow10 = np.ones(len(lengths), dtype=np.int64) % two_l
+    for _ in range(precision):
+        pow10 = pow10 * 10 % two_l
+    s_mod = sums % two_l
+    on_midpoint = ((2 * pow10 % two_l) * s_mod % two_l == lengths) | ((2 * s_mod) % two_l == lengths)
+    unsafe = (
+        on_midpoint | (lengths <= 0) | (lengths > 2**30) | (mins < 0) | (sums >= 2**52)
+        | (4.0 * 10.0**precision * (lengths + 2) * _U * sums >= 1.0)
+    )
+    slow = np.flatnonzero(unsafe & (lengths > 0))
+    if len(slow):
+        means[slow] = _sequential_means(arr, reg, slow)[slow]
+    return means
 
 
 def _prefix_sums_at(
@@ -167,7 +217,34 @@ def _prefix_sums_at(
     return out
 
 
-def region_stats(rd: ReferenceDepth, reg: Regions, thresholds: Sequence[int]) -> RegionStats:
+def _region_sums(arr: I32, reg: Regions, length: int) -> I64:
+    """Depth sums of the regions: per row for whole windows, by prefix sums for the rest."""
+    n = len(reg.starts)
+    nfull = _full_windows(reg)
+    sums = np.zeros(n, dtype=np.int64)
+    if nfull:
+        sums[:nfull] = arr[: nfull * reg.window].reshape(nfull, reg.window).sum(axis=1, dtype=np.int64)
+    if nfull < n:
+        bounds = np.concatenate((reg.starts[nfull:], reg.ends[nfull:]))
+        prefix = _prefix_sums_at(arr[: length + 1], bounds)
+        sums[nfull:] = prefix[n - nfull:] - prefix[: n - nfull]
+    return sums
+
+
+def region_stats(
+    rd: ReferenceDepth, reg: Regions, thresholds: Sequence[int], precision: int | None = None,
+) -> RegionStats:
+    """Means, sums, minimums, maximums and threshold counts of regions of a depth.
+
+    Args:
+        rd: The depth.
+        reg: The regions (windows or BED regions) of its reference.
+        thresholds: Depths to count the bases at or above of.
+        precision: None for mosdepth's exact float means; a number of
+            decimals for means that only need to print (at that precision,
+            and rounded to integers) as mosdepth's do, which are much
+            cheaper (:func:`_printed_means`).
+    """
     n = len(reg.starts)
     lengths = reg.ends - reg.starts
     nt = len(thresholds)
@@ -176,12 +253,9 @@ def region_stats(rd: ReferenceDepth, reg: Regions, thresholds: Sequence[int]) ->
         return RegionStats(np.zeros(n), lengths, z, np.full(n, UINT32_MAX, np.int64), z,
                             np.zeros((n, nt), dtype=np.int64))
     arr = rd.padded
-    means = _sequential_means(arr, reg)
     empty = lengths <= 0
-    # Sums and threshold counts from prefix sums at the region bounds.
+    sums = _region_sums(arr, reg, rd.length)
     bounds = np.concatenate((reg.starts, reg.ends))
-    prefix = _prefix_sums_at(arr[: rd.length + 1], bounds)
-    sums = prefix[n:] - prefix[:n]
     counts = np.zeros((n, nt), dtype=np.int64)
     for j, t in enumerate(thresholds):
 
@@ -197,22 +271,30 @@ def region_stats(rd: ReferenceDepth, reg: Regions, thresholds: Sequence[int]) ->
     idx[1::2] = reg.ends
     mins = np.minimum.reduceat(arr, idx)[0::2].astype(np.int64)
     maxs = np.maximum.reduceat(arr, idx)[0::2].astype(np.int64)
+    if precision is None:
+        means = _sequential_means(arr, reg)
+    else:
+        means = _printed_means(arr, reg, sums, mins, precision)
     mins[empty] = UINT32_MAX
     maxs[empty] = 0
     return RegionStats(means, lengths, sums, mins, maxs, counts)
 
 
-def dist_counts(values: I32, weights: I32 | None = None) -> I64:
+def dist_counts(values: I32, weights: I32 | None = None, *, in_range: bool = False) -> I64:
     """Depth histogram as mosdepth builds it (negative skipped, clamped).
 
     Args:
         values: Depths.
         weights: Optional count of each value (region multiplicity).
+        in_range: The caller knows every value is from 0 to
+            :data:`DIST_MAX_COVERAGE` (nothing to skip or clamp).
     """
     total = np.zeros(0, dtype=np.int64)
     for b0 in range(0, len(values), SCAN_BLOCK):
         block = values[b0: b0 + SCAN_BLOCK]
-        if weights is None and len(block) and 0 <= block.min() and block.max() <= DIST_MAX_COVERAGE:
+        if weights is None and len(block) and (
+            in_range or (0 <= block.min() and block.max() <= DIST_MAX_COVERAGE)
+        ):
             # The usual case: nothing to skip or clamp, count directly.
             total = sum_into(total, np.bincount(block).astype(np.int64))
             continue

@@ -23,11 +23,11 @@ import numpy as np
 import numpy.typing as npt
 
 from bams3_spark.coverage.depth import DepthAccumulator, DrainedTooEarly, ReferenceDepth
-from bams3_spark.coverage.mosdepth import MosdepthPlan, ReferenceSummary, Stat
+from bams3_spark.coverage.mosdepth import MosdepthPlan, ReferenceSummary, Stat, window_mean_counts
 from bams3_spark.coverage.options import CoverageOptions, required_columns
 from bams3_spark.coverage.slices import read_ahead_tables
 from bams3_spark.coverage.stats import (
-    REGION_DIST_WINDOW_CAP,
+    DIST_MAX_COVERAGE,
     UINT32_MAX,
     dist_counts,
     runs_text,
@@ -109,15 +109,21 @@ class _Buckets:
         if n == 0:
             return
         if self.plan.window:
-            self._windows(start, depth)
-        self.chrom_counts = sum_into(self.chrom_counts, dist_counts(depth))
-        self.bases += int(depth.sum(dtype=np.int64))
-        self.min = min(self.min, int(depth.min()))
-        self.max = max(self.max, int(depth.max()))
+            # The bucket's windows tile it: its totals are theirs (three scans fewer).
+            stat = self._windows(start, depth)
+            lo, hi, total = stat.min, stat.max, stat.bases
+        else:
+            lo, hi, total = int(depth.min()), int(depth.max()), int(depth.sum(dtype=np.int64))
+        counts = dist_counts(depth, in_range=0 <= lo and hi <= DIST_MAX_COVERAGE)
+        self.chrom_counts = sum_into(self.chrom_counts, counts)
+        self.bases += total
+        self.min = min(self.min, lo)
+        self.max = max(self.max, hi)
         if self.per_base is not None:
             self._runs(start, depth)
 
-    def _windows(self, start: int, depth: I32) -> None:
+    def _windows(self, start: int, depth: I32) -> Stat:
+        """Add the lines of the windows of a bucket; return their totals."""
         rd = ReferenceDepth(self.name, len(depth), depth)
         reg = window_regions(len(depth), self.plan.window)
         region_text, threshold_text, stats = self.plan.region_lines(rd, reg, start)
@@ -128,10 +134,8 @@ class _Buckets:
             int(stats.lengths.sum()), int(stats.sums.sum()), int(stats.mins.min()), int(stats.maxs.max())
         )
         self.region_stat = stat if self.region_stat is None else self.region_stat + stat
-        # As MosdepthPlan.summarize: each window's mean rounded by Nim's toInt, capped.
-        rounded = np.trunc(stats.means + 0.5).astype(np.int64)
-        rounded = np.minimum(rounded[rounded >= 0], REGION_DIST_WINDOW_CAP)
-        self.region_counts = sum_into(self.region_counts, np.bincount(rounded).astype(np.int64))
+        self.region_counts = sum_into(self.region_counts, window_mean_counts(stats.means))
+        return stat
 
     def _runs(self, start: int, depth: I32) -> None:
         change = np.flatnonzero(depth[1:] != depth[:-1]) + 1

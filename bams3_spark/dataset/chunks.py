@@ -49,13 +49,20 @@ class ChunkRef:
         """The chunk object's URL."""
         return self.storage.url_of(self.info.path)
 
-    def read(self, columns: Sequence[str] | None = None, storage: Storage | None = None) -> pa.Table:
+    def read(
+        self,
+        columns: Sequence[str] | None = None,
+        storage: Storage | None = None,
+        dictionary: Sequence[str] = (),
+    ) -> pa.Table:
         """Read the chunk's records (only ``columns``) with the fewest requests, verifying them.
 
         Args:
             columns: Columns to read (None: all).
             storage: Storage to read through (default: the chunk's own), e.g. a
                 :class:`~bams3_spark.io.storage.CountingStorage`.
+            dictionary: Columns to return dictionary-encoded
+                (:func:`~bams3_spark.format.chunk.decode_chunk`).
 
         Returns:
             The records, in chunk order, with the projected record schema.
@@ -75,7 +82,9 @@ class ChunkRef:
                 raise ChecksumError(
                     f"{self.url}: {len(data)} bytes, index says {size} (truncated or replaced)"
                 )
-            return decode_chunk(data, self.url, names, info.records, expected_sha256=info.sha256)
+            return decode_chunk(
+                data, self.url, names, info.records, expected_sha256=info.sha256, dictionary=dictionary
+            )
         tail = st.read_bytes(info.path, size - FOOTER_READ, size)
         if len(tail) != FOOTER_READ:
             raise ChecksumError(
@@ -112,7 +121,7 @@ class ChunkRef:
         reader.add(0, b"PAR1")
         for start, end in _coalesce(ranges):
             reader.add(start, st.read_bytes(info.path, start, end))
-        return decode_chunk(reader, self.url, names, info.records)  # type: ignore[arg-type]
+        return decode_chunk(reader, self.url, names, info.records, dictionary=dictionary)  # type: ignore[arg-type]
 
     def verify(self) -> None:
         """Read the whole object and check its size, checksum and record count."""

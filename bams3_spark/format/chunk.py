@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Sequence
 from typing import IO, Any
 
 import pyarrow as pa
@@ -152,11 +153,12 @@ def _damage(exc: BaseException, source: Any, where: str, what: str) -> BaseExcep
     return CorruptDatasetError(f"{where}: {what} ({str(exc).splitlines()[0] if str(exc) else exc!r})")
 
 
-def _open(source: Any, where: str) -> pq.ParquetFile:
+def _open(source: Any, where: str, dictionary: Sequence[str] = ()) -> pq.ParquetFile:
     try:
         pf = pq.ParquetFile(
             pa.py_buffer(source) if isinstance(source, bytes) else source,
             page_checksum_verification=True,
+            read_dictionary=list(dictionary) or None,
         )
     except (pa.ArrowException, ValueError, OSError) as exc:
         raise _damage(exc, source, where, "not a valid chunk object") from None
@@ -164,7 +166,10 @@ def _open(source: Any, where: str) -> pq.ParquetFile:
     file_schema = pf.schema_arrow
     for field in RECORD_SCHEMA:
         idx = file_schema.get_field_index(field.name)
-        if idx < 0 or file_schema.field(idx).type != field.type:
+        found = file_schema.field(idx).type if idx >= 0 else None
+        if isinstance(found, pa.DictionaryType) and field.name in dictionary:
+            found = found.value_type
+        if found != field.type:
             raise CorruptDatasetError(f"{where}: chunk schema lacks column {field.name}")
     version = (file_schema.metadata or {}).get(META_PREFIX + b"format_version", b"")
     check_version(version.decode(errors="replace"), where)
@@ -190,6 +195,7 @@ def decode_chunk(
     columns: list[str] | tuple[str, ...] | None = None,
     expected_records: int | None = None,
     expected_sha256: str | None = None,
+    dictionary: Sequence[str] = (),
 ) -> pa.Table:
     """Decode a chunk object, reading only ``columns``.
 
@@ -200,9 +206,13 @@ def decode_chunk(
         expected_records: Record count from the index, checked if given.
         expected_sha256: Whole-object checksum from the index; checked when
             ``source`` is the whole object's bytes.
+        dictionary: String columns to return dictionary-encoded, as the
+            writer stored them (no string per record is made: for columns
+            with few distinct values, such as ``cigar`` and ``rnext``).
 
     Returns:
-        The records, with ``RECORD_SCHEMA`` restricted to ``columns``.
+        The records, with ``RECORD_SCHEMA`` restricted to ``columns`` (the
+        ``dictionary`` columns as dictionaries of their type).
 
     Raises:
         ChecksumError: If the bytes do not match ``expected_sha256``.
@@ -214,7 +224,7 @@ def decode_chunk(
             raise ChecksumError(f"{where}: checksum mismatch (object damaged or replaced)")
     names = project(columns)
     tracked: bytes | _TrackedFile = source if isinstance(source, bytes) else _TrackedFile(source)
-    pf = _open(tracked, where)
+    pf = _open(tracked, where, dictionary)
     if expected_records is not None and pf.metadata.num_rows != expected_records:
         raise CorruptDatasetError(
             f"{where}: holds {pf.metadata.num_rows} records, index says {expected_records}"
