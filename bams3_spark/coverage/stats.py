@@ -239,7 +239,7 @@ def region_stats(
     Args:
         rd: The depth.
         reg: The regions (windows or BED regions) of its reference.
-        thresholds: Depths to count the bases at or above of.
+        thresholds: Depths; for each, the bases at or above it are counted.
         precision: None for mosdepth's exact float means; a number of
             decimals for means that only need to print (at that precision,
             and rounded to integers) as mosdepth's do, which are much
